@@ -1,0 +1,90 @@
+"""The ``vmshift`` command line: a click group whose commands live beside
+the code they drive (``vmshift/<area>/cli.py``)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+
+import click
+
+from vmshift import SCHEMA_VERSION, __version__
+from vmshift.cliutil import JSON_MODE
+from vmshift.errors import EXIT_BAD_INPUT, EXIT_FAILED, VmshiftError
+from vmshift.output import emit_json, to_jsonable
+
+VERBOSE = {"on": False}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="vmshift")
+@click.option("-v", "--verbose", is_flag=True, help="Log what is being done, to stderr.")
+def cli(verbose: bool) -> None:
+    """Move virtual machines onto KVM and between KVM hosts.
+
+    Exit codes: 0 ok, 1 operation failed, 2 bad input or usage,
+    3 refused by blocker findings.
+    """
+    VERBOSE["on"] = verbose
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="vmshift: %(name)s: %(message)s", stream=sys.stderr)
+
+
+def _register() -> None:
+    # Imported here so that each area owns its commands and `--help` stays fast.
+    from vmshift.convert.cli import convert, ova, vmx2xml, vsphere
+    from vmshift.doctor import doctor
+    from vmshift.inspect.cli import inspect_cmd
+    from vmshift.migrate.cli import evacuate, migrate
+    from vmshift.p2v import p2v
+    from vmshift.plan.cli import plan
+    from vmshift.testbed.cli import testbed
+
+    for command in (doctor, testbed, inspect_cmd, convert, vmx2xml, vsphere, ova,
+                    migrate, evacuate, plan, p2v):
+        cli.add_command(command)
+
+
+_register()
+
+
+def _report_error(message: str, code: int, detail: object = None) -> None:
+    click.echo(f"vmshift: error: {message}", err=True)
+    if JSON_MODE["on"]:
+        emit_json("error", {"error": {"message": message, "exit_code": code,
+                                      "detail": to_jsonable(detail)}})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: map every failure to the exit-code convention."""
+    try:
+        cli.main(args=argv, prog_name="vmshift", standalone_mode=False)
+    except VmshiftError as exc:
+        _report_error(exc.message, exc.exit_code, exc.detail)
+        return exc.exit_code
+    except click.exceptions.Abort:
+        _report_error("interrupted", EXIT_FAILED)
+        return EXIT_FAILED
+    except click.ClickException as exc:
+        # Usage errors: click already names the option at fault.
+        exc.show()
+        return EXIT_BAD_INPUT if isinstance(exc, click.UsageError) else exc.exit_code
+    except KeyboardInterrupt:
+        _report_error("interrupted", EXIT_FAILED)
+        return EXIT_FAILED
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except Exception as exc:  # a bug: one line, the traceback only with -v
+        if VERBOSE["on"]:
+            traceback.print_exc()
+        _report_error(f"internal error: {type(exc).__name__}: {exc}", EXIT_FAILED)
+        return EXIT_FAILED
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+__all__ = ["cli", "main", "run", "SCHEMA_VERSION"]
