@@ -1,0 +1,3 @@
+from vmshift.cli import run
+
+run()
