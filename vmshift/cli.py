@@ -33,7 +33,8 @@ def cli(verbose: bool) -> None:
 
 def _register() -> None:
     # Imported here so that each area owns its commands and `--help` stays fast.
-    from vmshift.convert.cli import convert, ova, vmx2xml, vsphere
+    from vmshift.convert.cli import convert, ova, vmx2xml
+    from vmshift.convert.vsphere.cli import vsphere
     from vmshift.doctor import doctor
     from vmshift.inspect.cli import inspect_cmd
     from vmshift.migrate.cli import evacuate, migrate
