@@ -59,8 +59,13 @@ def _report_error(message: str, code: int, detail: object = None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: map every failure to the exit-code convention."""
+    JSON_MODE["on"] = False  # per invocation: main() may run several times in one process
     try:
-        cli.main(args=argv, prog_name="vmshift", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="vmshift", standalone_mode=False)
+        # With standalone_mode=False click returns ctx.exit(N)'s N instead of raising:
+        # how a command exits 3 after printing its own (single) result document.
+        if isinstance(code, int) and code:
+            return code
     except VmshiftError as exc:
         _report_error(exc.message, exc.exit_code, exc.detail)
         return exc.exit_code

@@ -116,6 +116,13 @@ class Disk:
     datastore: str | None = None  # the datastore it lives on; None when unknown
     label: str | None = None  # the source's own name for it (scsi0:0, "Hard disk 1")
     readonly: bool | None = None
+    # Added by the vSphere reader: the source's backing kind (vSphere: flat,
+    # sparse, seSparse, rdm, ...); rules need it (seSparse/vVol behave apart).
+    backing: str | None = None
+    # Added by the OVA reader: the image lies inside ``source`` (an OVA tar) at
+    # this byte range, read in place (libvirt <slice>) instead of extracted.
+    source_offset: int | None = None
+    source_size: int | None = None
 
 
 @dataclass
