@@ -3,6 +3,7 @@ the code they drive (``vmshift/<area>/cli.py``)."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 import traceback
@@ -17,7 +18,36 @@ from vmshift.output import emit_json, to_jsonable
 VERBOSE = {"on": False}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Each area owns its commands; a command's module is imported only when that
+# command runs (or when --help lists them all), so `vmshift convert disk` does
+# not pay for importing pyvmomi, guestfs and the migration engine.
+LAZY_COMMANDS = {
+    "doctor": "vmshift.doctor:doctor",
+    "testbed": "vmshift.testbed.cli:testbed",
+    "inspect": "vmshift.inspect.cli:inspect_cmd",
+    "convert": "vmshift.convert.disk_cli:convert",
+    "vmx2xml": "vmshift.convert.cli:vmx2xml",
+    "vsphere": "vmshift.convert.vsphere.cli:vsphere",
+    "ova": "vmshift.convert.cli:ova",
+    "migrate": "vmshift.migrate.cli:migrate",
+    "evacuate": "vmshift.migrate.cli:evacuate",
+    "plan": "vmshift.plan.cli:plan",
+    "p2v": "vmshift.p2v:p2v",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in LAZY_COMMANDS and name not in self.commands:
+            module, attr = LAZY_COMMANDS[name].split(":")
+            self.add_command(getattr(importlib.import_module(module), attr), name)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="vmshift")
 @click.option("-v", "--verbose", is_flag=True, help="Log what is being done, to stderr.")
 def cli(verbose: bool) -> None:
@@ -29,25 +59,6 @@ def cli(verbose: bool) -> None:
     VERBOSE["on"] = verbose
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="vmshift: %(name)s: %(message)s", stream=sys.stderr)
-
-
-def _register() -> None:
-    # Imported here so that each area owns its commands and `--help` stays fast.
-    from vmshift.convert.cli import convert, ova, vmx2xml
-    from vmshift.convert.vsphere.cli import vsphere
-    from vmshift.doctor import doctor
-    from vmshift.inspect.cli import inspect_cmd
-    from vmshift.migrate.cli import evacuate, migrate
-    from vmshift.p2v import p2v
-    from vmshift.plan.cli import plan
-    from vmshift.testbed.cli import testbed
-
-    for command in (doctor, testbed, inspect_cmd, convert, vmx2xml, vsphere, ova,
-                    migrate, evacuate, plan, p2v):
-        cli.add_command(command)
-
-
-_register()
 
 
 def _report_error(message: str, code: int, detail: object = None) -> None:
