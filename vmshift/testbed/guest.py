@@ -24,6 +24,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -241,3 +242,36 @@ def reference_guest(variant: str = "base",
         raise OperationFailed(f"reference guest {variant}: the build finished but "
                               f"{entry} is incomplete")
     return guest
+
+
+def stale_entries() -> list[Path]:
+    """Cache entries (and leftover build dirs) of recipes other than the current one."""
+    if not guests_dir().is_dir():
+        return []
+    current = recipe_hash()
+    found = []
+    for path in sorted(guests_dir().iterdir()):
+        digest = path.name.removeprefix(".build-").split("-")[0]
+        if path.is_dir() and digest != current and re.fullmatch(r"[0-9a-f]{16}", digest):
+            found.append(path)
+    return found
+
+
+def prune(dry_run: bool = False) -> list[Path]:
+    """Delete stale entries whose build lock is free (a running build keeps its own)."""
+    removed = []
+    for path in stale_entries():
+        digest = path.name.removeprefix(".build-").split("-")[0]
+        lock_path = guests_dir() / f".{digest}.lock"
+        with open(lock_path, "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # being built right now
+            if not dry_run:
+                remove_build_dir(path)
+            removed.append(path)
+        if not dry_run and not any(digest in p.name for p in guests_dir().iterdir()
+                                   if p.is_dir()):
+            lock_path.unlink(missing_ok=True)
+    return removed

@@ -27,6 +27,19 @@ def _describe(g: refguest.ReferenceGuest) -> str:
     ])
 
 
+def _build(names: list[str], json_mode: bool) -> list[refguest.ReferenceGuest]:
+    with Progress("reference guest", BUILD_STEPS, json_mode=json_mode, unit="step") as bar:
+        done = {"n": 0}
+
+        def step(what: str) -> None:
+            bar.update_to(done["n"], step=what)
+            done["n"] += 1
+
+        guests = [refguest.reference_guest(v, step=step) for v in names]
+        bar.update_to(BUILD_STEPS)
+    return guests
+
+
 @guest.command(name="build")
 @click.option("--variant", type=click.Choice(["base", "novirtio", "all"]), default="all",
               show_default=True, help="Which variant's paths to print (both are built).")
@@ -51,17 +64,28 @@ def build_cmd(variant: str, dry_run: bool, json_mode: bool) -> None:
             click.echo(f"{where}: " + ("cached, nothing to do" if cached
                                        else "not cached: would debootstrap and build"))
         return
-    with Progress("reference guest", BUILD_STEPS, json_mode=json_mode, unit="step") as bar:
-        done = {"n": 0}
-
-        def step(what: str) -> None:
-            bar.update_to(done["n"], step=what)
-            done["n"] += 1
-
-        guests = [refguest.reference_guest(v, step=step) for v in names]
-        bar.update_to(BUILD_STEPS if done["n"] else 0)
+    guests = [refguest.cached_guest(v) for v in names]
+    if None in guests:
+        guests = _build(names, json_mode)
     if json_mode:
         emit_json("testbed-guest", {"recipe_hash": digest,
                                     "guests": {g.variant: g.to_dict() for g in guests}})
     else:
         click.echo("\n".join(_describe(g) for g in guests))
+
+
+@guest.command(name="prune")
+@dry_run_option
+@json_option
+def prune_cmd(dry_run: bool, json_mode: bool) -> None:
+    """Delete cached guests of older recipes (not the current one, not one being built)."""
+    removed = refguest.prune(dry_run=dry_run)
+    if json_mode:
+        emit_json("testbed-guest-prune", {"dry_run": dry_run, "removed": removed,
+                                          "kept": refguest.recipe_hash()})
+        return
+    verb = "would remove" if dry_run else "removed"
+    for path in removed:
+        click.echo(f"{verb} {path}")
+    if not removed:
+        click.echo("nothing to prune")
