@@ -1,20 +1,245 @@
 """CLI for `vmshift migrate` and `vmshift evacuate`."""
 
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
 import click
 
-from vmshift.cliutil import json_option, not_built
+from vmshift.cliutil import dry_run_option, json_option, not_built
+from vmshift.errors import BadInput, OperationFailed
+from vmshift.migrate import facts as F
+from vmshift.migrate import preflight, report
+from vmshift.migrate.live import (
+    LiveRequest,
+    after_failure,
+    after_success,
+    describe,
+    run_migration,
+    validate,
+)
+from vmshift.migrate.lock import domain_lock
+from vmshift.migrate.monitor import Interrupt
+from vmshift.migrate.offline import OfflineRequest, plan, run_offline
+from vmshift.migrate.policy import Settings, TimeoutAction
+from vmshift.migrate.storage import StorageRequest, run_storage
+from vmshift.migrate.xmlmap import parse_network_map
+from vmshift.output import emit_json
+
+
+def common(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--source/--dest/--force/--json, on every migrate subcommand."""
+    for deco in reversed([
+        click.argument("domain"),
+        click.option("--source", default="qemu:///system", show_default=True,
+                     help="Source libvirt URI (passed to libvirt unchanged: qemu+ssh://, "
+                          "qemu+tls:// work)."),
+        click.option("--dest", required=True, help="Destination libvirt URI."),
+        click.option("--force", "force", multiple=True, metavar="CHECK_ID",
+                     help="Override one preflight blocker by its id (repeatable)."),
+        json_option,
+    ]):
+        f = deco(f)
+    return f
+
+
+def network_map_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--network-map", metavar="SRC=DST,...",
+                        help="Rewrite NIC networks/bridges in the destination XML.")(f)
+
+
+def _netmap(text: str | None) -> dict[str, str]:
+    try:
+        return parse_network_map(text)
+    except ValueError as exc:
+        raise BadInput(f"--network-map: {exc}") from None
+
+
+def connect(domain: str, source: str, dest: str):
+    src, dst = F.open_conn(source, "source"), F.open_conn(dest, "destination")
+    return src, dst, F.lookup_domain(src, domain)
+
+
+def run_preflight(domain: str, source: str, dest: str, opts: F.Options, force: tuple[str, ...],
+                  clock: F.ClockProbe = F.no_clock_probe, conns=None):
+    forced = preflight.validate_force(force)
+    src, dst, dom = conns or connect(domain, source, dest)
+    facts = F.gather(src, dst, dom, opts, clock)
+    return src, dst, dom, facts, preflight.evaluate(facts, force=forced)
 
 
 @click.group()
 def migrate() -> None:
-    """Live, suspended, offline and storage migrations between libvirt hosts."""
+    """Live, suspended, offline and storage migrations between libvirt hosts.
+
+    Exit codes: 0 done, 1 failed (the VM stays on the source), 2 bad input,
+    3 refused by a preflight blocker (override one with --force CHECK_ID).
+    """
 
 
 @migrate.command("check")
-@json_option
-def migrate_check(json_mode: bool) -> None:
-    """Pre-flight checks for a migration."""
-    not_built("migrate check", 7)
+@common
+@click.option("--mode", type=click.Choice(["live", "suspended", "offline"]), default="live",
+              show_default=True, help="The migration the checks are for.")
+@click.option("--copy-storage", type=click.Choice(["all", "inc"]))
+@click.option("--disks", help="With --copy-storage: only these disks (vda,vdb).")
+@network_map_option
+@click.option("--migrate-uri", help="Migration stream URI, e.g. tcp://ADDRESS.")
+@click.option("--unsafe", is_flag=True)
+@click.option("--dest-pool", help="Offline: the pool disks would be copied to.")
+def migrate_check(domain: str, source: str, dest: str, force: tuple[str, ...], json_mode: bool,
+                  mode: str, copy_storage: str | None, disks: str | None,
+                  network_map: str | None, migrate_uri: str | None, unsafe: bool,
+                  dest_pool: str | None) -> None:
+    """Preflight: blocker, warning and info findings for DOMAIN's move."""
+    opts = F.Options(mode=mode, copy_storage=copy_storage,
+                     copy_disks=disks.split(",") if disks else None,
+                     network_map=_netmap(network_map), migrate_uri=migrate_uri, unsafe=unsafe,
+                     dest_pool=dest_pool)
+    *_, findings = run_preflight(domain, source, dest, opts, force)
+    if not json_mode:
+        click.echo(preflight.render(findings))
+    # With blockers, the one JSON document is main()'s error, carrying the findings.
+    preflight.refuse_if_blocked(findings)
+    if json_mode:
+        emit_json("migrate-check", {"domain": domain, "source": source, "dest": dest,
+                                    "findings": [f.__dict__ for f in findings]})
+
+
+def live_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    opts = [
+        click.option("--bandwidth", type=int, metavar="MiB/s", help="Bandwidth cap."),
+        click.option("--max-downtime", type=int, default=500, show_default=True, metavar="ms",
+                     help="Downtime cap: no policy ever sets more."),
+        click.option("--policy", type=click.Choice(["adaptive", "nova", "fixed"]),
+                     default="adaptive", show_default=True),
+        click.option("--auto-converge", is_flag=True, help="Permit throttling the guest CPUs."),
+        click.option("--ac-initial", type=int, default=20, show_default=True, metavar="P"),
+        click.option("--ac-increment", type=int, default=10, show_default=True, metavar="P"),
+        click.option("--compression", type=click.Choice(["xbzrle", "mt"])),
+        click.option("--parallel", type=int, metavar="N", help="multifd connections."),
+        click.option("--postcopy", is_flag=True,
+                     help="Permit post-copy. RISK: after the switch the guest runs on the "
+                          "destination while its memory is still on the source; a network "
+                          "failure then needs post-copy recovery."),
+        click.option("--postcopy-after", type=float, metavar="SECONDS"),
+        click.option("--copy-storage", type=click.Choice(["all", "inc"])),
+        click.option("--disks", help="With --copy-storage: only these disks (vda,vdb)."),
+        network_map_option,
+        click.option("--migrate-uri", help="Migration stream URI, e.g. tcp://ADDRESS."),
+        click.option("--tls", is_flag=True, help="Encrypt the migration stream (QEMU TLS)."),
+        click.option("--unsafe", is_flag=True,
+                     help="libvirt's UNSAFE flag: migrate although libvirt cannot prove the "
+                          "storage is shared/coherent (e.g. cache!=none on a cluster FS)."),
+        click.option("--timeout", type=float, metavar="SECONDS"),
+        click.option("--timeout-action", type=click.Choice([a.value for a in TimeoutAction]),
+                     default="abort", show_default=True),
+        click.option("--keep-source", is_flag=True,
+                     help="Keep the source definition (inactive) after success."),
+        click.option("--live-migration-downtime", type=int, default=500, show_default=True,
+                     help="nova policy: nova.conf [libvirt] option of the same name."),
+        click.option("--live-migration-downtime-steps", type=int, default=10, show_default=True),
+        click.option("--live-migration-downtime-delay", type=int, default=75, show_default=True),
+        click.option("--live-migration-completion-timeout", type=int, default=800,
+                     show_default=True),
+        dry_run_option,
+    ]
+    for deco in reversed(opts):
+        f = deco(f)
+    return f
+
+
+def _request(domain: str, source: str, dest: str, live: bool, kw: dict[str, Any]) -> LiveRequest:
+    s = Settings(
+        max_downtime_ms=kw["max_downtime"], auto_converge=kw["auto_converge"],
+        ac_initial=kw["ac_initial"], ac_increment=kw["ac_increment"], postcopy=kw["postcopy"],
+        postcopy_after=kw["postcopy_after"], timeout=kw["timeout"],
+        timeout_action=TimeoutAction(kw["timeout_action"]),
+        live_migration_downtime=kw["live_migration_downtime"],
+        live_migration_downtime_steps=kw["live_migration_downtime_steps"],
+        live_migration_downtime_delay=kw["live_migration_downtime_delay"],
+        live_migration_completion_timeout=kw["live_migration_completion_timeout"])
+    req = LiveRequest(
+        domain=domain, source=source, dest=dest, live=live, policy=kw["policy"], settings=s,
+        bandwidth_mib=kw["bandwidth"], compression=kw["compression"], parallel=kw["parallel"],
+        copy_storage=kw["copy_storage"], disks=kw["disks"].split(",") if kw["disks"] else None,
+        network_map=_netmap(kw["network_map"]), migrate_uri=kw["migrate_uri"], tls=kw["tls"],
+        unsafe=kw["unsafe"], keep_source=kw["keep_source"])
+    validate(req)
+    return req
+
+
+def _migrate(domain: str, source: str, dest: str, force: tuple[str, ...], json_mode: bool,
+             live: bool, kw: dict[str, Any]) -> None:
+    req = _request(domain, source, dest, live, kw)
+    mode = "live" if live else "suspended"
+    if req.settings.postcopy and not json_mode:
+        click.echo("vmshift: --postcopy: once switched, the guest lives on the destination; "
+                   "if the network breaks it depends on post-copy recovery.", err=True)
+    preflight.validate_force(force)
+    conns = connect(domain, source, dest)
+    # The lock comes first: a migration in flight already shows the domain
+    # on the destination, and a second run must hear "busy", not that.
+    with domain_lock(conns[2].UUIDString(), domain, f"migrate {mode} -> {dest}"):
+        src, dst, dom, facts, findings = run_preflight(domain, source, dest, req.options(),
+                                                       force, conns=conns)
+        rep = report.Report(domain, mode, source, dest, ok=False, policy=req.policy,
+                            findings=[f.__dict__ for f in findings])
+        if preflight.blockers(findings) or kw["dry_run"]:
+            if not json_mode:
+                click.echo(preflight.render(findings), err=True)
+            preflight.refuse_if_blocked(findings)
+            rep.ok, rep.notes = True, ["dry run: nothing changed", *describe(req)]
+            _finish(rep, json_mode)
+            return
+        t0 = time.monotonic()
+        out = run_migration(req, src, dst, dom, json_mode)
+        rep.total_time_s = round(time.monotonic() - t0, 2)
+        report.fill_from_job(rep, out.state, out.completed_stats)
+        if out.throttle_by_qemu:
+            rep.throttle = "QEMU auto-converge"
+        elif req.settings.auto_converge:
+            rep.throttle = "vmshift vCPU quota"
+        if out.ok:
+            after_success(dst, domain, out.state)
+            rep.ok, rep.where = True, "VM running on the destination"
+        else:
+            rep.error = out.error
+            rep.category = report.categorise(out.error)
+            rep.where = after_failure(dom, out.state)
+    _finish(rep, json_mode)
+
+
+def _finish(rep: report.Report, json_mode: bool) -> None:
+    if not json_mode:
+        click.echo(report.render(rep))
+    elif rep.ok:  # on failure main() prints the error document carrying the report
+        emit_json("migrate", rep.to_dict())
+    if not rep.ok:
+        raise OperationFailed(f"migration of {rep.domain} failed ({rep.category}): "
+                              f"{rep.error}; {rep.where}", detail=rep.to_dict())
+
+
+@migrate.command("live")
+@common
+@live_options
+def migrate_live(domain: str, source: str, dest: str, force: tuple[str, ...], json_mode: bool,
+                 **kw: Any) -> None:
+    """Live migration (pre-copy, post-copy if permitted) under a convergence policy."""
+    _migrate(domain, source, dest, force, json_mode, True, kw)
+
+
+@migrate.command("suspended")
+@common
+@live_options
+def migrate_suspended(domain: str, source: str, dest: str, force: tuple[str, ...],
+                      json_mode: bool, **kw: Any) -> None:
+    """Non-live migration: paused during the copy, resumed on the destination
+    (or on the source on failure)."""
+    _migrate(domain, source, dest, force, json_mode, False, kw)
 
 
 @click.command()
@@ -22,3 +247,103 @@ def migrate_check(json_mode: bool) -> None:
 def evacuate(json_mode: bool) -> None:
     """Move every VM off a host before maintenance."""
     not_built("evacuate", 10)
+
+
+@migrate.command("offline")
+@common
+@click.option("--dest-pool", help="Pool on the destination for disks it cannot see.")
+@network_map_option
+@click.option("--keep-source", is_flag=True, help="Keep the source definition.")
+@click.option("--delete-source", is_flag=True,
+              help="Delete copied source volumes (only after a verified copy).")
+@dry_run_option
+def migrate_offline(domain: str, source: str, dest: str, force: tuple[str, ...],
+                    json_mode: bool, dest_pool: str | None, network_map: str | None,
+                    keep_source: bool, delete_source: bool, dry_run: bool) -> None:
+    """Move a shut-off VM: definition, and unshared disks copied and verified."""
+    req = OfflineRequest(domain, dest_pool, _netmap(network_map), keep_source, delete_source)
+    opts = F.Options(mode="offline", network_map=req.network_map, dest_pool=dest_pool)
+    preflight.validate_force(force)
+    conns = connect(domain, source, dest)
+    with domain_lock(conns[2].UUIDString(), domain, f"migrate offline -> {dest}"):
+        src, dst, dom, facts, findings = run_preflight(domain, source, dest, opts, force,
+                                                       conns=conns)
+        rep = report.Report(domain, "offline", source, dest, ok=False,
+                            findings=[f.__dict__ for f in findings])
+        if preflight.blockers(findings) or dry_run:
+            if not json_mode:
+                click.echo(preflight.render(findings), err=True)
+            preflight.refuse_if_blocked(findings)
+            rep.ok, rep.notes = True, ["dry run: nothing changed", *plan(facts.domain, req)]
+            _finish(rep, json_mode)
+            return
+        t0 = time.monotonic()
+        try:
+            res = run_offline(req, src, dst, dom, facts.domain, json_mode)
+        except OperationFailed as exc:
+            rep.error, rep.category = exc.message, "destination"
+            rep.where = "source definition and disks untouched"
+            _finish(rep, json_mode)
+            return
+        rep.total_time_s = round(time.monotonic() - t0, 2)
+        rep.ok, rep.where = True, "defined on the destination"
+        rep.bytes_transferred = sum(c.bytes for c in res.copied)
+        rep.disk_bytes = rep.bytes_transferred
+        rep.notes = [f"copied {c.target}: {c.source_path} -> {c.dest_path} sha256 {c.sha256} "
+                     "verified" for c in res.copied]
+        rep.notes += [f"deleted source volume {p}" for p in res.deleted]
+        if res.source_undefined:
+            rep.notes.append("source definition removed")
+    _finish(rep, json_mode)
+
+
+@migrate.command("storage")
+@click.argument("domain")
+@click.option("--source", default="qemu:///system", show_default=True,
+              help="libvirt URI of the host (passed to libvirt unchanged).")
+@click.option("--disk", "disks", multiple=True, required=True, metavar="TARGET",
+              help="Disk to move (vda); repeatable.")
+@click.option("--dest-pool", required=True, help="Pool on the same host to move to.")
+@click.option("--format", "fmt", type=click.Choice(["qcow2", "raw"]))
+@click.option("--bandwidth", type=int, metavar="MiB/s")
+@click.option("--delete-source", is_flag=True,
+              help="Delete the old volume after the move is verified.")
+@json_option
+@dry_run_option
+def migrate_storage(domain: str, source: str, disks: tuple[str, ...], dest_pool: str,
+                    fmt: str | None, bandwidth: int | None, delete_source: bool,
+                    json_mode: bool, dry_run: bool) -> None:
+    """Move disks to another pool: live block copy + pivot, or offline copy."""
+    req = StorageRequest(domain, list(disks), dest_pool, fmt, bandwidth, delete_source)
+    src = F.open_conn(source, "source")
+    dom = F.lookup_domain(src, domain)
+    live = bool(dom.isActive())
+    rep = report.Report(domain, "storage", source, dest_pool, ok=False)
+    if dry_run:
+        rep.ok = True
+        rep.notes = ["dry run: nothing changed",
+                     *(f"{'blockcopy+pivot' if live else 'copy'} {d} -> pool {dest_pool}"
+                       for d in disks)]
+        _finish(rep, json_mode)
+        return
+    interrupt = Interrupt()
+    old = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    with domain_lock(dom.UUIDString(), domain, f"migrate storage -> {dest_pool}"):
+        t0 = time.monotonic()
+        try:
+            res = run_storage(req, src, dom, interrupt, json_mode)
+        except OperationFailed as exc:
+            rep.error, rep.category = exc.message, "destination"
+            rep.where = "VM on its old disk(s)"
+            _finish(rep, json_mode)
+            return
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+        rep.total_time_s = round(time.monotonic() - t0, 2)
+        rep.ok = True
+        rep.where = "live and persistent XML point to the new volume(s)" if live else \
+            "definition points to the new volume(s)"
+        rep.notes = [f"{m.target}: {m.old_path} -> {m.new_path} ({m.format})"
+                     + (", old volume deleted" if m.deleted_old else "") for m in res.moved]
+    _finish(rep, json_mode)

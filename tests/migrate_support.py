@@ -1,0 +1,94 @@
+"""Helpers shared by the migrate tests: run the real CLI, read libvirt state."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import libvirt
+
+from vmshift.testbed.hosts import TestHost
+
+VMSHIFT = str(Path(sys.executable).parent / "vmshift")
+MiB = 1 << 20
+
+
+@dataclass
+class Run:
+    rc: int
+    doc: dict[str, Any] | None
+    out: str
+    err: str
+
+
+def vmshift(*args: str, timeout: float = 240, env: dict[str, str] | None = None) -> Run:
+    p = subprocess.run([VMSHIFT, *args], capture_output=True, text=True, timeout=timeout,
+                       env={**os.environ, **(env or {})})
+    return Run(p.returncode, _doc(p.stdout), p.stdout, p.stderr)
+
+
+def start(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([VMSHIFT, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def finish(p: subprocess.Popen[str], timeout: float = 180) -> Run:
+    out, err = p.communicate(timeout=timeout)
+    return Run(p.returncode, _doc(out), out, err)
+
+
+def _doc(out: str) -> dict[str, Any] | None:
+    try:
+        return json.loads(out) if out.strip() else None
+    except json.JSONDecodeError:
+        return None
+
+
+def migrate_args(mode: str, name: str, a: TestHost, b: TestHost, *extra: str) -> list[str]:
+    return ["migrate", mode, name, "--source", a.uri, "--dest", b.uri,
+            "--migrate-uri", b.migrate_uri, "--json", *extra]
+
+
+def state_on(host: TestHost, name: str) -> tuple[bool, bool] | None:
+    """(active, persistent) of NAME on HOST, or None when it is not there."""
+    conn = host.connect()
+    try:
+        dom = conn.lookupByName(name)
+        return bool(dom.isActive()), bool(dom.isPersistent())
+    except libvirt.libvirtError:
+        return None
+    finally:
+        conn.close()
+
+
+def wait_job_active(host: TestHost, name: str, timeout: float = 30,
+                    min_bytes: int = 8 * MiB) -> dict[str, Any]:
+    """Block until NAME has a migration job that has moved MIN_BYTES; returns
+    the job stats (the proof that the fault strikes a running job)."""
+    conn = host.connect()
+    try:
+        dom = conn.lookupByName(name)
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            stats = dom.jobStats(0)
+            if stats.get("type") in (libvirt.VIR_DOMAIN_JOB_BOUNDED,
+                                     libvirt.VIR_DOMAIN_JOB_UNBOUNDED) \
+                    and stats.get("memory_processed", 0) + stats.get("disk_processed", 0) \
+                    >= min_bytes:
+                return stats
+            time.sleep(0.2)
+        raise AssertionError(f"no active migration job for {name} within {timeout} s")
+    finally:
+        conn.close()
+
+
+def qemu_img_identical(a: str, b: str) -> bool:
+    p = subprocess.run(["qemu-img", "compare", "-U", a, b], capture_output=True, text=True,
+                       timeout=120)
+    return p.returncode == 0

@@ -1,0 +1,67 @@
+"""Pure parts of vmshift.migrate: XML rewrites, stats mapping, categories."""
+
+from __future__ import annotations
+
+import libvirt
+import pytest
+from lxml import etree
+
+from vmshift.migrate import report, xmlmap
+from vmshift.migrate.monitor import MonitorState, job_active, to_sample
+
+DOM = """<domain type='qemu'><name>x</name><os><nvram>/old/nvram.fd</nvram></os><devices>
+<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
+<source file='/old/a.qcow2'/><backingStore type='file'><source file='/old/base'/></backingStore>
+<target dev='vda' bus='virtio'/></disk>
+<disk type='block' device='disk'><source dev='/dev/sdz'/><target dev='vdb'/></disk>
+<interface type='network'><source network='prod'/></interface>
+<interface type='bridge'><source bridge='br0'/></interface>
+</devices></domain>"""
+
+
+def test_network_map_parsing_names_the_bad_item():
+    assert xmlmap.parse_network_map("a=b, c=d") == {"a": "b", "c": "d"}
+    assert xmlmap.parse_network_map(None) == {}
+    with pytest.raises(ValueError, match="'oops' is not SRC=DST"):
+        xmlmap.parse_network_map("a=b,oops")
+
+
+def test_map_networks_rewrites_networks_and_bridges():
+    out = etree.fromstring(xmlmap.map_networks(DOM, {"prod": "stage", "br0": "br1"}).encode())
+    assert out.find("devices/interface[1]/source").get("network") == "stage"
+    assert out.find("devices/interface[2]/source").get("bridge") == "br1"
+
+
+def test_map_disks_points_at_new_files_and_drops_backing_chain():
+    out = xmlmap.map_disks(DOM, {"vda": "/new/a.qcow2", "vdb": "/new/b.raw"},
+                           {"vda": "raw"})
+    assert xmlmap.disk_paths(out) == {"vda": "/new/a.qcow2", "vdb": "/new/b.raw"}
+    root = etree.fromstring(out.encode())
+    assert root.find("devices/disk[1]/driver").get("type") == "raw"
+    assert root.find("devices/disk[1]/backingStore") is None
+    assert root.find("devices/disk[2]").get("type") == "file"
+    nv = etree.fromstring(xmlmap.map_nvram(DOM, "/new/nv.fd").encode())
+    assert nv.findtext("os/nvram") == "/new/nv.fd"
+
+
+def test_job_stats_become_samples_in_bytes():
+    stats = {"type": libvirt.VIR_DOMAIN_JOB_UNBOUNDED, "memory_total": 100, "memory_remaining": 40,
+             "memory_dirty_rate": 10, "memory_page_size": 4096, "memory_bps": 1000,
+             "memory_iteration": 3, "downtime": 12, "disk_remaining": 5}
+    st = MonitorState(downtime_ms=77, throttle=20)
+    s = to_sample(stats, st, 4.5)
+    assert job_active(stats)
+    assert (s.dirty_rate, s.iteration, s.downtime_limit_ms, s.throttle_pct) == (40960, 3, 77, 20)
+    assert s.expected_downtime_ms == 12 and s.disk_remaining == 5
+    assert not job_active({"type": libvirt.VIR_DOMAIN_JOB_NONE})
+
+
+@pytest.mark.parametrize("msg,cat", [
+    ("network: no progress for 15 s, job aborted (x)", "network"),
+    ("guest too busy: not complete after 60 s, job aborted", "guest-too-busy"),
+    ("interrupted by signal 2: job aborted", "interrupted"),
+    ("internal error: qemu unexpectedly closed the monitor", "destination"),
+    (None, None),
+])
+def test_error_categories(msg, cat):
+    assert report.categorise(msg) == cat

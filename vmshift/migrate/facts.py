@@ -1,0 +1,328 @@
+"""What the preflight knows: facts read from the two libvirt daemons.
+
+Gathering (libvirt I/O) is kept apart from judging (vmshift.migrate.checks),
+so every check is a pure function of these facts, and a test can inject a
+value that cannot be provoked on one machine (clock skew, versions) through
+a named fake instead of mocking libvirt.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlparse
+
+import libvirt
+from lxml import etree
+
+from vmshift.errors import BadInput, OperationFailed
+
+MIGRATION_PORTS = (49152, 49215)  # QEMU's default migration port range
+
+
+@dataclass
+class DiskFacts:
+    target: str  # vda
+    kind: str  # file | block | network | volume
+    device: str  # disk | cdrom | floppy
+    path: str | None
+    cache: str | None
+    readonly: bool
+    shareable: bool
+    on_dest: bool | None  # the same path is a volume the destination knows
+    pool_volume: tuple[str, str] | None = None  # (pool, volume) on the source
+
+
+@dataclass
+class NicFacts:
+    kind: str  # network | bridge | direct | hostdev | user ...
+    source: str | None  # network or bridge name
+    mac: str | None
+
+
+@dataclass
+class HostFacts:
+    uri: str
+    hostname: str
+    lib_version: int
+    hv_version: int
+    free_memory: int  # bytes
+    networks: dict[str, str | None]  # libvirt network -> its bridge
+    bridges: set[str]  # host interfaces libvirt reports (bridges included)
+    domain_names: set[str]
+    domain_uuids: set[str]
+    arch: str
+
+
+@dataclass
+class DomainFacts:
+    name: str
+    uuid: str
+    persistent: bool
+    active: bool
+    virt_type: str
+    memory: int  # bytes (current maximum of the live definition)
+    disks: list[DiskFacts]
+    nics: list[NicFacts]
+    hostdevs: list[str]  # descriptions of passthrough devices
+    nvram: str | None
+    tpm: str | None  # backend model when an emulated TPM keeps state
+    leases: int
+    cpu_xml: str | None  # the guest CPU definition, for compareCPU
+    machine: str | None
+
+
+@dataclass
+class ProbeFacts:
+    """Things measured outside libvirt, each None when not measurable."""
+
+    clock_skew_s: float | None = None
+    clock_note: str = ""
+    resolves: dict[str, list[str]] = field(default_factory=dict)  # name -> addresses ([] = no)
+    port_reachable: bool | None = None
+    port_note: str = ""
+
+
+@dataclass
+class Options:
+    """The parts of the plan the checks need."""
+
+    mode: str = "live"  # live | suspended | offline | storage
+    copy_storage: str | None = None  # all | inc
+    copy_disks: list[str] | None = None
+    network_map: dict[str, str] = field(default_factory=dict)
+    migrate_uri: str | None = None
+    unsafe: bool = False
+    dest_pool: str | None = None
+
+
+@dataclass
+class Facts:
+    source: HostFacts
+    dest: HostFacts
+    domain: DomainFacts
+    probes: ProbeFacts
+    options: Options
+    cpu_compare: int | None = None  # libvirt.VIR_CPU_COMPARE_* or None if not evaluable
+    cpu_note: str = ""
+    dest_volume_paths: set[str] = field(default_factory=set)
+
+
+_EVENT_LOOP: dict[str, threading.Thread] = {}
+KEEPALIVE = (5, 3)  # probe every 5 s, give up after 3 unanswered: ~20 s
+
+
+def _event_loop() -> None:
+    """libvirt's keepalive needs an event loop; without one a connection to
+    a host whose link died blocks (even on close) until TCP gives up."""
+    if _EVENT_LOOP:
+        return
+    # libvirt prints every error to stderr by default; vmshift reports them itself.
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+    libvirt.virEventRegisterDefaultImpl()
+
+    def run() -> None:
+        while True:
+            libvirt.virEventRunDefaultImpl()
+
+    _EVENT_LOOP["t"] = threading.Thread(target=run, name="libvirt-events", daemon=True)
+    _EVENT_LOOP["t"].start()
+
+
+def open_conn(uri: str, role: str) -> libvirt.virConnect:
+    """Open a libvirt connection; the URI goes to libvirt unchanged."""
+    _event_loop()
+    try:
+        conn = libvirt.open(uri)
+    except libvirt.libvirtError as exc:
+        raise OperationFailed(f"cannot connect to the {role} {uri}: "
+                              f"{exc.get_error_message()}") from exc
+    try:
+        conn.setKeepAlive(*KEEPALIVE)
+    except libvirt.libvirtError:
+        pass  # local (unix socket) drivers have no keepalive: nothing to lose
+    return conn
+
+
+def lookup_domain(conn: libvirt.virConnect, name: str) -> libvirt.virDomain:
+    try:
+        return conn.lookupByName(name)
+    except libvirt.libvirtError:
+        try:
+            return conn.lookupByUUIDString(name)
+        except libvirt.libvirtError as exc:
+            raise BadInput(f"DOMAIN {name!r}: not found on {conn.getURI()}") from exc
+
+
+def host_facts(conn: libvirt.virConnect) -> HostFacts:
+    nets: dict[str, str | None] = {}
+    for net in conn.listAllNetworks():
+        try:
+            nets[net.name()] = net.bridgeName()
+        except libvirt.libvirtError:
+            nets[net.name()] = None  # e.g. a macvtap or hostdev network has no bridge
+    try:
+        bridges = set(conn.listInterfaces()) | set(conn.listDefinedInterfaces())
+    except libvirt.libvirtError:
+        bridges = set()
+    doms = conn.listAllDomains()
+    caps = etree.fromstring(conn.getCapabilities().encode())
+    return HostFacts(
+        uri=conn.getURI(), hostname=conn.getHostname(), lib_version=conn.getLibVersion(),
+        hv_version=conn.getVersion(), free_memory=conn.getFreeMemory(), networks=nets,
+        bridges=bridges, domain_names={d.name() for d in doms},
+        domain_uuids={d.UUIDString() for d in doms},
+        arch=caps.findtext("host/cpu/arch") or "")
+
+
+def _dest_has_path(dest: libvirt.virConnect, path: str) -> bool:
+    try:
+        dest.storageVolLookupByPath(path)
+        return True
+    except libvirt.libvirtError:
+        return False
+
+
+def _source_volume(src: libvirt.virConnect, path: str) -> tuple[str, str] | None:
+    try:
+        vol = src.storageVolLookupByPath(path)
+        return vol.storagePoolLookupByVolume().name(), vol.name()
+    except libvirt.libvirtError:
+        return None
+
+
+def disk_facts(el: etree._Element, src: libvirt.virConnect,
+               dest: libvirt.virConnect | None) -> DiskFacts:
+    source = el.find("source")
+    path = None
+    if source is not None:
+        path = source.get("file") or source.get("dev") or source.get("name")
+    drv = el.find("driver")
+    on_dest = _dest_has_path(dest, path) if (dest is not None and path) else None
+    return DiskFacts(
+        target=el.find("target").get("dev") if el.find("target") is not None else "?",
+        kind=el.get("type", "file"), device=el.get("device", "disk"), path=path,
+        cache=drv.get("cache") if drv is not None else None,
+        readonly=el.find("readonly") is not None, shareable=el.find("shareable") is not None,
+        on_dest=on_dest, pool_volume=_source_volume(src, path) if path else None)
+
+
+def domain_facts(dom: libvirt.virDomain, src: libvirt.virConnect,
+                 dest: libvirt.virConnect | None) -> DomainFacts:
+    root = etree.fromstring(dom.XMLDesc(0).encode())
+    disks = [disk_facts(d, src, dest) for d in root.findall("devices/disk")]
+    nics = []
+    hostdevs = []
+    for nic in root.findall("devices/interface"):
+        s = nic.find("source")
+        name, kind = None, nic.get("type", "")
+        if s is not None:
+            name = s.get("network") or s.get("bridge") or s.get("dev")
+            # A running domain's XML may say type='bridge' for a NIC on a
+            # libvirt network; the network is what must exist there.
+            kind = "network" if s.get("network") else kind
+        mac = nic.find("mac")
+        nics.append(NicFacts(kind, name, mac.get("address") if mac is not None else None))
+        if nic.get("type") == "hostdev":
+            hostdevs.append(f"SR-IOV interface {mac.get('address') if mac is not None else ''}")
+    for hd in root.findall("devices/hostdev"):
+        hostdevs.append(f"hostdev type={hd.get('type')} mode={hd.get('mode')}")
+    tpm = root.find("devices/tpm/backend")
+    cpu = root.find("cpu")
+    os_type = root.find("os/type")
+    return DomainFacts(
+        name=dom.name(), uuid=dom.UUIDString(), persistent=bool(dom.isPersistent()),
+        active=bool(dom.isActive()), virt_type=root.get("type", ""),
+        memory=int(dom.maxMemory()) * 1024, disks=disks, nics=nics, hostdevs=hostdevs,
+        nvram=root.findtext("os/nvram"),
+        tpm=tpm.get("type") if tpm is not None and tpm.get("type") == "emulator" else None,
+        leases=len(root.findall("devices/lease")),
+        cpu_xml=etree.tostring(cpu, encoding="unicode") if cpu is not None else None,
+        machine=os_type.get("machine") if os_type is not None else None)
+
+
+def compare_cpu(dest: libvirt.virConnect, d: DomainFacts, arch: str) -> tuple[int | None, str]:
+    """Ask the destination whether it can provide the guest's CPU (for the
+    hypervisor the domain uses: TCG and KVM differ)."""
+    if d.cpu_xml is None:
+        return None, "the domain has no <cpu> element: QEMU's default model"
+    try:
+        res = dest.compareHypervisorCPU(None, arch, d.machine, d.virt_type, d.cpu_xml, 0)
+        return res, ""
+    except libvirt.libvirtError as exc:
+        return None, f"compareHypervisorCPU failed: {exc.get_error_message()}"
+
+
+def uri_host(uri: str) -> str | None:
+    return urlparse(uri).hostname
+
+
+def resolve(name: str) -> list[str]:
+    try:
+        return sorted({ai[4][0] for ai in socket.getaddrinfo(name, None)})
+    except OSError:
+        return []
+
+
+def probe_port(host: str, port: int, timeout: float = 2.0) -> tuple[bool | None, str]:
+    """A TCP connect to a migration port. Nobody listens before a migration
+    starts, so a refusal proves the port is reachable; a timeout means a
+    firewall drops it. Measured from the machine running vmshift."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True, f"{host}:{port} accepts connections"
+    except ConnectionRefusedError:
+        return True, f"{host}:{port} refused (reachable, nothing listening yet)"
+    except TimeoutError:
+        return False, f"{host}:{port} timed out (filtered?)"
+    except OSError as exc:
+        return False, f"{host}:{port}: {exc.strerror or exc}"
+
+
+ClockProbe = Callable[[HostFacts, HostFacts], tuple[float | None, str]]
+
+
+def no_clock_probe(src: HostFacts, dest: HostFacts) -> tuple[float | None, str]:
+    """libvirt exposes no host clock; without one, the skew is not measured
+    unless both URIs name this machine (then there is one clock)."""
+    local = {None, "", "localhost", socket.gethostname()}
+    if uri_host(src.uri) in local and uri_host(dest.uri) in local:
+        return 0.0, "both URIs are this machine"
+    return None, "libvirt reports no host clock; check NTP on both hosts"
+
+
+def probe_facts(src: HostFacts, dest: HostFacts, opts: Options,
+                clock: ClockProbe = no_clock_probe) -> ProbeFacts:
+    p = ProbeFacts()
+    p.clock_skew_s, p.clock_note = clock(src, dest)
+    # QEMU connects to the destination by its hostname unless --migrate-uri
+    # gives an address, so that is the name that must resolve.
+    target = uri_host(opts.migrate_uri) if opts.migrate_uri else dest.hostname
+    if target:
+        p.resolves[target] = resolve(target)
+        addrs = p.resolves[target]
+        if addrs:
+            p.port_reachable, p.port_note = probe_port(addrs[0], MIGRATION_PORTS[0])
+    return p
+
+
+def refresh_pools(conn: libvirt.virConnect) -> None:
+    """Pools list volumes as of their last refresh; a disk created since
+    would look absent."""
+    for pool in conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE):
+        try:
+            pool.refresh(0)
+        except libvirt.libvirtError:
+            continue  # a pool busy with a job keeps its old list
+
+
+def gather(src: libvirt.virConnect, dest: libvirt.virConnect, dom: libvirt.virDomain,
+           opts: Options, clock: ClockProbe = no_clock_probe) -> Facts:
+    refresh_pools(dest)
+    s, d = host_facts(src), host_facts(dest)
+    dfacts = domain_facts(dom, src, dest)
+    cmp, note = compare_cpu(dest, dfacts, s.arch)
+    return Facts(source=s, dest=d, domain=dfacts, probes=probe_facts(s, d, opts, clock),
+                 options=opts, cpu_compare=cmp, cpu_note=note)

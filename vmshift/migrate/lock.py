@@ -1,0 +1,36 @@
+"""One vmshift operation per domain at a time (on this machine).
+
+An flock on a file named after the domain's UUID: the kernel drops it when
+the process dies, so a crashed run never leaves a stale lock behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from vmshift.errors import Refused
+
+LOCK_DIR = Path(os.environ.get("VMSHIFT_LOCK_DIR", "/run/vmshift/locks"))
+
+
+@contextlib.contextmanager
+def domain_lock(uuid: str, name: str, what: str) -> Iterator[None]:
+    LOCK_DIR.mkdir(parents=True, exist_ok=True)
+    path = LOCK_DIR / f"{uuid}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
+            raise Refused(f"domain {name!r} is busy: another vmshift operation holds "
+                          f"{path} ({holder or 'unknown'})") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}: {what}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)

@@ -1,0 +1,212 @@
+"""The monitor loop: read libvirt job statistics, ask the policy, apply.
+
+The migration call itself blocks in a worker thread; this loop runs in the
+main thread, so Ctrl-C and SIGTERM land here and abort the job cleanly
+(abortJob), which leaves the VM running on the source.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import libvirt
+
+from vmshift.migrate.policy import (
+    Action,
+    Kind,
+    Policy,
+    Sample,
+    Settings,
+    initial_downtime_ms,
+)
+from vmshift.output import Progress
+
+log = logging.getLogger(__name__)
+POLL_S = 0.5
+# No byte moved for this long: the link or the destination is gone. QEMU
+# would otherwise wait for TCP to give up (minutes), the guest still fine.
+STALL_S = 15.0
+VCPU_PERIOD_US = 100_000
+
+
+@dataclass
+class Applied:
+    t: float
+    kind: str
+    value: int | None
+    reason: str
+    ok: bool = True
+    error: str | None = None
+
+
+@dataclass
+class MonitorState:
+    downtime_ms: int
+    throttle: int = 0
+    postcopy: bool = False
+    paused: bool = False
+    aborted_by: str | None = None  # "signal", "timeout", "stall"
+    actions: list[Applied] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
+    last_stats: dict[str, Any] = field(default_factory=dict)
+    job_seen: bool = False
+    progress_bytes: int = -1
+    progress_at: float = 0.0
+
+
+def to_sample(stats: dict[str, Any], st: MonitorState, elapsed: float) -> Sample:
+    page = int(stats.get("memory_page_size", 4096) or 4096)
+    return Sample(
+        elapsed=elapsed, memory_total=int(stats.get("memory_total", 0)),
+        memory_remaining=int(stats.get("memory_remaining", 0)),
+        dirty_rate=float(stats.get("memory_dirty_rate", 0)) * page,
+        transfer_rate=float(stats.get("memory_bps", 0)),
+        iteration=int(stats.get("memory_iteration", 1) or 1),
+        expected_downtime_ms=stats.get("downtime"),
+        disk_remaining=int(stats.get("disk_remaining", 0)),
+        downtime_limit_ms=st.downtime_ms, throttle_pct=st.throttle,
+        postcopy_active=st.postcopy, paused=st.paused)
+
+
+def job_active(stats: dict[str, Any]) -> bool:
+    return stats.get("type") in (libvirt.VIR_DOMAIN_JOB_BOUNDED, libvirt.VIR_DOMAIN_JOB_UNBOUNDED)
+
+
+def set_throttle(dom: libvirt.virDomain, pct: int) -> None:
+    """Slow the guest's vCPUs to (100 - pct) % through the cgroup quota:
+    a throttle vmshift controls at run time (QEMU's own auto-converge can
+    only be switched on before the job starts)."""
+    quota = -1 if pct <= 0 else max(1000, VCPU_PERIOD_US * (100 - pct) // 100)
+    dom.setSchedulerParametersFlags({"vcpu_period": VCPU_PERIOD_US, "vcpu_quota": quota},
+                                    libvirt.VIR_DOMAIN_AFFECT_LIVE)
+
+
+def apply(dom: libvirt.virDomain, act: Action, st: MonitorState, t: float) -> None:
+    rec = Applied(round(t, 2), act.kind.value, act.value, act.reason)
+    try:
+        if act.kind == Kind.SET_DOWNTIME and act.value is not None:
+            dom.migrateSetMaxDowntime(act.value, 0)
+            st.downtime_ms = act.value
+        elif act.kind == Kind.THROTTLE and act.value is not None:
+            set_throttle(dom, act.value)
+            st.throttle = act.value
+        elif act.kind == Kind.POSTCOPY:
+            dom.migrateStartPostCopy(0)
+            st.postcopy = True
+        elif act.kind == Kind.PAUSE:
+            dom.suspend()
+            st.paused = True
+        elif act.kind == Kind.ABORT:
+            st.aborted_by = st.aborted_by or "timeout"
+            dom.abortJob()
+    except libvirt.libvirtError as exc:
+        rec.ok, rec.error = False, exc.get_error_message()
+        log.warning("%s failed: %s", act.kind.value, rec.error)
+    st.actions.append(rec)
+
+
+class Interrupt:
+    """Set by the SIGINT/SIGTERM handler; the loop aborts the job."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.signal = signum
+
+
+def monitor(dom: libvirt.virDomain, worker: threading.Thread, policy: Policy, s: Settings,
+            interrupt: Interrupt, bar: Progress | None, t0: float) -> MonitorState:
+    """Poll until the migration thread ends."""
+    st = MonitorState(downtime_ms=initial_downtime_ms(s))
+    aborting = False
+    while worker.is_alive():
+        worker.join(POLL_S)
+        if not worker.is_alive():
+            break
+        elapsed = time.monotonic() - t0
+        if interrupt.signal is not None and not aborting:
+            aborting = True
+            st.aborted_by = "signal"
+            if st.postcopy:
+                log.warning("interrupted after the post-copy switch: the guest already runs "
+                            "on the destination, not aborting")
+            else:
+                try:
+                    dom.abortJob()
+                    st.actions.append(Applied(round(elapsed, 2), "abort", None,
+                                              f"signal {interrupt.signal}"))
+                except libvirt.libvirtError as exc:
+                    log.warning("abortJob failed: %s", exc.get_error_message())
+            continue
+        try:
+            stats = dom.jobStats(0)
+        except libvirt.libvirtError:
+            continue
+        if not job_active(stats):
+            continue
+        if not st.job_seen:
+            st.job_seen = True
+            _apply_initial(dom, st, elapsed)
+        st.last_stats = stats
+        st.samples.append(to_sample(stats, st, elapsed))
+        if not aborting and _stalled(st, elapsed):
+            aborting = True
+            st.aborted_by = "stall"
+            st.actions.append(Applied(round(elapsed, 2), "abort", None,
+                                      f"network: no progress for {STALL_S:.0f} s"))
+            try:
+                dom.abortJob()
+            except libvirt.libvirtError as exc:
+                log.warning("abortJob failed: %s", exc.get_error_message())
+        if bar is not None:
+            _show(bar, stats, st)
+        if aborting:
+            continue
+        for act in policy(st.samples, s, elapsed):
+            apply(dom, act, st, elapsed)
+            if act.kind == Kind.ABORT:
+                aborting = True
+    return st
+
+
+def _progress(stats: dict[str, Any]) -> int:
+    return int(stats.get("memory_processed", 0)) + int(stats.get("disk_processed", 0))
+
+
+def _stalled(st: MonitorState, now: float) -> bool:
+    """True when the transferred byte count has not moved for STALL_S."""
+    current = _progress(st.last_stats)
+    if current != st.progress_bytes:
+        st.progress_bytes, st.progress_at = current, now
+        return False
+    return now - st.progress_at >= STALL_S and not st.postcopy
+
+
+def _apply_initial(dom: libvirt.virDomain, st: MonitorState, t: float) -> None:
+    try:
+        dom.migrateSetMaxDowntime(st.downtime_ms, 0)
+    except libvirt.libvirtError as exc:
+        log.warning("cannot set the initial downtime: %s", exc.get_error_message())
+
+
+def _show(bar: Progress, stats: dict[str, Any], st: MonitorState) -> None:
+    page = int(stats.get("memory_page_size", 4096) or 4096)
+    done = int(stats.get("memory_processed", 0)) + int(stats.get("disk_processed", 0))
+    total = int(stats.get("memory_total", 0)) + int(stats.get("disk_total", 0))
+    if total and bar.total != total:
+        bar.total = total
+        if bar._bar is not None:
+            bar._bar.total = total
+    mib = 1 << 20
+    bar.update_to(done, mem_left=f"{int(stats.get('memory_remaining', 0)) // mib}M",
+                  disk_left=f"{int(stats.get('disk_remaining', 0)) // mib}M",
+                  rate=f"{int(stats.get('memory_bps', 0)) // mib}M/s",
+                  dirty=f"{int(stats.get('memory_dirty_rate', 0)) * page // mib}M/s",
+                  iter=int(stats.get("memory_iteration", 0) or 0),
+                  exp_downtime=f"{stats.get('downtime', '?')}ms",
+                  limit=f"{st.downtime_ms}ms")

@@ -1,0 +1,94 @@
+"""The final migration report (human text or the --json document)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from vmshift.migrate.monitor import MonitorState
+
+MiB = 1 << 20
+
+
+@dataclass
+class Report:
+    domain: str
+    mode: str
+    source: str
+    dest: str
+    ok: bool
+    policy: str | None = None
+    error: str | None = None
+    category: str | None = None  # preflight | network | destination | guest-too-busy
+    total_time_s: float | None = None
+    downtime_ms: int | None = None  # achieved, from the completed job's statistics
+    bytes_transferred: int | None = None
+    memory_bytes: int | None = None
+    disk_bytes: int | None = None
+    postcopy: bool = False
+    throttle: str | None = None
+    actions: list[dict[str, Any]] = field(default_factory=list)
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    where: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def fill_from_job(rep: Report, st: MonitorState | None, completed: dict[str, Any]) -> None:
+    """Achieved figures come from the completed job; the last sample is the
+    fallback when the destination kept none (a failed job)."""
+    last = st.last_stats if st else {}
+    stats = completed or last
+    if completed and "downtime" in completed:
+        rep.downtime_ms = int(completed["downtime"])
+    mem = stats.get("memory_processed")
+    # The destination's record of a finished job has no disk figures; the
+    # storage copy was complete by the last sample (it finishes first).
+    disk = stats.get("disk_processed") or last.get("disk_total") or last.get("disk_processed")
+    if mem is not None or disk is not None:
+        rep.memory_bytes = int(mem or 0)
+        rep.disk_bytes = int(disk or 0)
+        rep.bytes_transferred = rep.memory_bytes + rep.disk_bytes
+    if st:
+        rep.actions = [asdict(a) for a in st.actions]
+        rep.postcopy = st.postcopy
+
+
+def categorise(error: str | None) -> str | None:
+    """Errors by kind: preflight, network, destination, guest too busy."""
+    if not error:
+        return None
+    e = error.lower()
+    if "not complete after" in e or "cannot converge" in e:
+        return "guest-too-busy"
+    if any(w in e for w in ("connection", "network", "socket", "broken pipe", "reset by peer",
+                            "timed out", "unreachable", "end of file")):
+        return "network"
+    if "interrupted" in e or "signal" in e:
+        return "interrupted"
+    return "destination"
+
+
+def render(rep: Report) -> str:
+    lines = [f"migrate {rep.mode} {rep.domain}: {rep.source} -> {rep.dest}: "
+             + ("OK" if rep.ok else f"FAILED ({rep.category}): {rep.error}")]
+    if rep.total_time_s is not None:
+        lines.append(f"  total time      {rep.total_time_s:.1f} s")
+    if rep.downtime_ms is not None:
+        lines.append(f"  downtime        {rep.downtime_ms} ms (achieved)")
+    if rep.bytes_transferred is not None:
+        lines.append(f"  transferred     {rep.bytes_transferred / MiB:.1f} MiB "
+                     f"(memory {(rep.memory_bytes or 0) / MiB:.1f}, "
+                     f"disk {(rep.disk_bytes or 0) / MiB:.1f})")
+    if rep.policy:
+        lines.append(f"  policy          {rep.policy}")
+    for a in rep.actions:
+        val = "" if a["value"] is None else f" {a['value']}"
+        bad = "" if a["ok"] else f" FAILED: {a['error']}"
+        lines.append(f"  t={a['t']:>7.2f}s  {a['kind']}{val}  ({a['reason']}){bad}")
+    if rep.where:
+        lines.append(f"  {rep.where}")
+    lines.extend(f"  note: {n}" for n in rep.notes)
+    return "\n".join(lines)
