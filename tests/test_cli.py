@@ -3,6 +3,7 @@
 import subprocess
 from pathlib import Path
 
+import click
 import pytest
 
 from vmshift import __version__
@@ -33,10 +34,16 @@ def test_help_lists_every_command():
     assert "-v, --verbose" in res.stdout
 
 
+def _subcommands(group):
+    """(name, command) pairs, loading lazily registered commands too."""
+    ctx = click.Context(group)
+    return [(name, group.get_command(ctx, name)) for name in group.list_commands(ctx)]
+
+
 def _all_command_paths(group=cli, prefix=()):
-    for name, cmd in group.commands.items():
+    for name, cmd in _subcommands(group):
         yield (*prefix, name)
-        if hasattr(cmd, "commands"):
+        if isinstance(cmd, click.Group):
             yield from _all_command_paths(cmd, (*prefix, name))
 
 
@@ -48,8 +55,8 @@ def test_help_works_everywhere(path):
 
 
 def _leaf_commands(group=cli, prefix=()):
-    for name, cmd in group.commands.items():
-        if hasattr(cmd, "commands"):
+    for name, cmd in _subcommands(group):
+        if isinstance(cmd, click.Group):
             yield from _leaf_commands(cmd, (*prefix, name))
         else:
             yield (*prefix, name), cmd

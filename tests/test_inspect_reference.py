@@ -21,6 +21,7 @@ from vmshift.inspect.result import Inspection
 from vmshift.inspect.rules import Outcome, evaluate
 from vmshift.inspect.session import ApplianceSession
 from vmshift.inspect.sources import from_disks
+from vmshift.model import VirtualMachine
 
 
 def sha256(path: Path) -> str:
@@ -111,3 +112,14 @@ def test_novirtio_from_vmx_rules_only(vmware_guest_novirtio) -> None:  # type: i
     # Model facts only a VMX has: evaluated (the disk alone would leave them n/a).
     assert any(f[2] == "vsphere.cbt_disabled" for f in fired)
     assert not any(ln.split()[0] == "ok" for ln in out.splitlines() if ln.strip())
+
+
+def test_root_has_room_and_free_space_rule_passes(base: dict) -> None:
+    """The root filesystem fills its 3 GiB partition, as an exported disk's would:
+    most of it is free, and the free-space blocker must not fire."""
+    insp = base["insp"]
+    [root] = [f for f in insp.filesystems if f.mountpoint == "/"]
+    assert root.size_bytes is not None and root.size_bytes > (2 << 30)
+    assert root.free_bytes is not None and root.free_bytes > (1 << 30)
+    [rule] = [f for f in evaluate(VirtualMachine(), insp) if f.rule_id == "guest.free_space"]
+    assert rule.outcome == Outcome.PASSED

@@ -33,8 +33,11 @@ def make_filesystem_disk(raw: Path, root: Path, size_gib: int, log: Path) -> Non
                what="sfdisk")
     offset = PART_START_SECTORS * SECTOR
     blocks = (size - offset) // BLOCK
-    run_logged(["mke2fs", "-q", "-F", "-t", "ext4", "-L", FS_LABEL, "-d", str(root),
-                "-E", f"offset={offset}", str(raw), str(blocks)], log, what="mke2fs -d")
+    # -b matters: without it mke2fs reads the count as KiB, and the filesystem
+    # would fill only a quarter of its partition (a nearly full root).
+    run_logged(["mke2fs", "-q", "-F", "-t", "ext4", "-L", FS_LABEL, "-b", str(BLOCK),
+                "-d", str(root), "-E", f"offset={offset}", str(raw), str(blocks)], log,
+               what="mke2fs -d")
 
 
 INSTALL_GRUB = Path(__file__).with_name("install-grub.sh")
