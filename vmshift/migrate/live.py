@@ -218,7 +218,7 @@ def run_migration(req: LiveRequest, src: libvirt.virConnect, dest: libvirt.virCo
     bar = Progress(f"migrate {req.domain}", None, json_mode=json_mode)
     try:
         th.start()
-        st = monitor(dom, th, policy, settings, interrupt, bar, t0)
+        st = monitor(dom, th, policy, settings, interrupt, bar, t0, throttle_by_qemu)
     finally:
         bar.close()
         for s, h in old.items():
@@ -269,8 +269,15 @@ def after_failure(dom: libvirt.virDomain, st: MonitorState) -> str:
         if state == libvirt.VIR_DOMAIN_PAUSED and not st.postcopy:
             dom.resume()
             state = dom.state()[0]
-        notes.append("VM running on the source" if state == libvirt.VIR_DOMAIN_RUNNING
-                     else f"VM state on the source: {state}")
+        names = {libvirt.VIR_DOMAIN_PAUSED: "paused", libvirt.VIR_DOMAIN_SHUTOFF: "shut off",
+                 libvirt.VIR_DOMAIN_CRASHED: "crashed"}
+        if state == libvirt.VIR_DOMAIN_RUNNING:
+            notes.append("VM running on the source")
+        elif st.postcopy:
+            notes.append(f"VM {names.get(state, state)} on the source after the post-copy "
+                         "switch: recover with `virsh migrate --postcopy --postcopy-resume`")
+        else:
+            notes.append(f"VM {names.get(state, state)} on the source")
     except libvirt.libvirtError as exc:
         notes.append(f"source state unknown: {exc.get_error_message()}")
     return "; ".join(notes)

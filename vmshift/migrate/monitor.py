@@ -7,10 +7,12 @@ main thread, so Ctrl-C and SIGTERM land here and abort the job cleanly
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import libvirt
@@ -54,6 +56,7 @@ class MonitorState:
     samples: list[Sample] = field(default_factory=list)
     last_stats: dict[str, Any] = field(default_factory=dict)
     job_seen: bool = False
+    qemu_throttles: bool = False
     progress_bytes: int = -1
     progress_at: float = 0.0
 
@@ -68,7 +71,9 @@ def to_sample(stats: dict[str, Any], st: MonitorState, elapsed: float) -> Sample
         iteration=int(stats.get("memory_iteration", 1) or 1),
         expected_downtime_ms=stats.get("downtime"),
         disk_remaining=int(stats.get("disk_remaining", 0)),
-        downtime_limit_ms=st.downtime_ms, throttle_pct=st.throttle,
+        downtime_limit_ms=st.downtime_ms,
+        # QEMU's own auto-converge (the fallback) reports its throttle here
+        throttle_pct=max(st.throttle, int(stats.get("auto_converge_throttle", 0) or 0)),
         postcopy_active=st.postcopy, paused=st.paused)
 
 
@@ -92,8 +97,13 @@ def apply(dom: libvirt.virDomain, act: Action, st: MonitorState, t: float) -> No
             dom.migrateSetMaxDowntime(act.value, 0)
             st.downtime_ms = act.value
         elif act.kind == Kind.THROTTLE and act.value is not None:
-            set_throttle(dom, act.value)
-            st.throttle = act.value
+            if st.qemu_throttles:
+                # The vCPU quota is unavailable (no cgroup CPU controller): the
+                # job runs with QEMU's auto-converge, which does the throttling.
+                rec.reason += " (delegated to QEMU auto-converge)"
+            else:
+                set_throttle(dom, act.value)
+                st.throttle = act.value
         elif act.kind == Kind.POSTCOPY:
             dom.migrateStartPostCopy(0)
             st.postcopy = True
@@ -120,9 +130,10 @@ class Interrupt:
 
 
 def monitor(dom: libvirt.virDomain, worker: threading.Thread, policy: Policy, s: Settings,
-            interrupt: Interrupt, bar: Progress | None, t0: float) -> MonitorState:
+            interrupt: Interrupt, bar: Progress | None, t0: float,
+            qemu_throttles: bool = False) -> MonitorState:
     """Poll until the migration thread ends."""
-    st = MonitorState(downtime_ms=initial_downtime_ms(s))
+    st = MonitorState(downtime_ms=initial_downtime_ms(s), qemu_throttles=qemu_throttles)
     aborting = False
     while worker.is_alive():
         worker.join(POLL_S)
@@ -154,6 +165,7 @@ def monitor(dom: libvirt.virDomain, worker: threading.Thread, policy: Policy, s:
             _apply_initial(dom, st, elapsed)
         st.last_stats = stats
         st.samples.append(to_sample(stats, st, elapsed))
+        _trace(stats, st)
         if not aborting and _stalled(st, elapsed):
             aborting = True
             st.aborted_by = "stall"
@@ -172,6 +184,15 @@ def monitor(dom: libvirt.virDomain, worker: threading.Thread, policy: Policy, s:
             if act.kind == Kind.ABORT:
                 aborting = True
     return st
+
+
+def _trace(stats: dict[str, Any], st: MonitorState) -> None:
+    """VMSHIFT_MIGRATE_TRACE=FILE: every sample as a JSON line, to replay the
+    policy offline against what libvirt really reported."""
+    path = os.environ.get("VMSHIFT_MIGRATE_TRACE")
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps({"stats": stats, "sample": asdict(st.samples[-1])}) + "\n")
 
 
 def _progress(stats: dict[str, Any]) -> int:

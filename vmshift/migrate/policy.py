@@ -251,11 +251,13 @@ def _rate(history: Sequence[Sample]) -> tuple[float, float]:
     return bw, dirty
 
 
-def _floor_remaining(history: Sequence[Sample]) -> int:
-    """The least remaining memory seen since the first full pass ended: what
-    the guest keeps re-dirtying (its working set, as the migration sees it)."""
-    later = [h.memory_remaining + h.disk_remaining for h in history if h.iteration >= 2]
-    return min(later) if later else history[-1].memory_remaining + history[-1].disk_remaining
+def _redirtied(history: Sequence[Sample]) -> int:
+    """What the guest re-dirtied during the last pass: the remaining memory
+    right after the latest bitmap sync. (Mid-pass the remaining figure falls
+    as pages are sent, which says nothing about what a stop would cost.)"""
+    starts = pass_starts(history)
+    last = history[-1]
+    return starts[-1] if starts else last.memory_remaining + last.disk_remaining
 
 
 def needed_downtime_ms(history: Sequence[Sample]) -> float | None:
@@ -264,7 +266,7 @@ def needed_downtime_ms(history: Sequence[Sample]) -> float | None:
     bw, _ = _rate(history)
     if bw <= 0:
         return None
-    return _floor_remaining(history) / bw * 1000.0
+    return _redirtied(history) / bw * 1000.0
 
 
 def pass_starts(history: Sequence[Sample]) -> list[int]:
