@@ -8,6 +8,7 @@ create a hive from nothing).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import struct
 import subprocess
@@ -304,3 +305,12 @@ def _windows_disk(g: object, tarball: Path) -> None:
     g.umount_all()  # type: ignore[attr-defined]
     # A BitLocker volume's boot sector carries "-FVE-FS-" as its OEM id.
     g.pwrite_device(f"{dev}3", b"\xeb\x58\x90-FVE-FS-" + b"\0" * 500, 0)  # type: ignore
+
+
+def sha256(path: Path) -> str:
+    """A source's digest, to prove inspection left it unchanged."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

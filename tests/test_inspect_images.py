@@ -8,7 +8,6 @@ same `vmshift inspect --json` process answers every test in this module).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -17,17 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.inspect_images import BARE_KERNEL, GOOD_KERNEL, build_guest_disks
+from tests.inspect_images import BARE_KERNEL, GOOD_KERNEL, build_guest_disks, sha256
 
 ORDER = ("linux", "windows", "luks", "bigmbr")
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @pytest.fixture(scope="module")

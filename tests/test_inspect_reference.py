@@ -7,7 +7,6 @@ variant's .vmx through `vmshift inspect --rules-only` as a real process.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.inspect_images import sha256
 from vmshift.inspect.api import inspect_disks
 from vmshift.inspect.probe import probe_image
 from vmshift.inspect.result import Inspection
@@ -22,14 +22,6 @@ from vmshift.inspect.rules import Outcome, evaluate
 from vmshift.inspect.session import ApplianceSession
 from vmshift.inspect.sources import from_disks
 from vmshift.model import VirtualMachine
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @pytest.fixture(scope="module")
