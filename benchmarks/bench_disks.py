@@ -1,7 +1,7 @@
 """Disk conversion speed: vmshift vs plain qemu-img vs the sparse-copy limit.
 
 Input: a monolithicSparse VMDK of several GiB with a realistic mix of data
-and zeroes: the reference guest's disk when the guest helper has built it,
+and zeroes: the reference guest's disk when the test bed has built it,
 otherwise a synthetic one (4 GiB virtual, ~1.1 GiB of data in extents of
 4 KiB to 8 MiB, half compressible text, half random, like a used root fs).
 
@@ -56,13 +56,13 @@ def synthetic_raw(path: Path) -> None:
 
 
 def reference_guest_disks() -> tuple[Path, Path, Path] | None:
-    """(monolithicSparse, streamOptimized, raw) of the guest helper's reference
+    """(monolithicSparse, streamOptimized, raw) of the test bed's reference
     guest, if it is already built (never builds it: that takes minutes)."""
     try:
         from vmshift.testbed.guest import cached_guest
 
         guest = cached_guest("base")
-    except Exception:  # the guest helper's module is optional for this benchmark
+    except Exception:  # the reference guest is optional for this benchmark
         return None
     if guest is None:
         return None

@@ -445,8 +445,11 @@ def test_interrupted_download_resumes_to_identical_content(vcenter, vcenter_vm, 
 def _rewrite_on_datastore(vc, name: str, content: bytes) -> None:
     """Change the VM's disk data in place (same size), with a newer mtime."""
     extent = vc.datastores["LocalDS_0"] / name / "uploaded-flat.vmdk"
+    before = extent.stat().st_mtime
     extent.write_bytes(content)
-    later = extent.stat().st_mtime + 5  # Last-Modified has a one-second grain
+    # Last-Modified has a one-second grain: step well past the previous version,
+    # even when two rewrites land within the same second.
+    later = max(before, extent.stat().st_mtime) + 5
     os.utime(extent, (later, later))
 
 

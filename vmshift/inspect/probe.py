@@ -62,7 +62,7 @@ def _check_vmdk(path: Path) -> None:
     """Walk a VMDK's descriptor chain before qemu-img opens it.
 
     qemu-img would follow an extent line anywhere on the host (``../../dev/sda``)
-    and would only say "could not open" for a missing one; the disks helper's
+    and would only say "could not open" for a missing one; the VMDK descriptor
     parser refuses escapes and names the descriptor line instead.
     """
     from vmshift.convert import vmdk
