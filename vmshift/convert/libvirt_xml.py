@@ -91,6 +91,25 @@ class Prop:
             node.getparent().remove(node)
 
 
+class Flag:
+    """A declared marker element (<readonly/>, <shareable/>): present means True."""
+
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+
+    def __get__(self, obj: XmlObject | None, owner: type) -> Any:
+        if obj is None:
+            return self
+        return obj.node.find(self.tag) is not None
+
+    def __set__(self, obj: XmlObject, on: bool) -> None:
+        existing = obj.node.find(self.tag)
+        if on and existing is None:
+            etree.SubElement(obj.node, self.tag)
+        elif not on and existing is not None:
+            obj.node.remove(existing)
+
+
 class Children(Generic[T]):
     """A list of child objects found at ``path`` (e.g. './devices/disk')."""
 
@@ -171,43 +190,14 @@ class Disk(XmlObject):
     address_unit = Prop("./address/@unit", int)
     alias = Prop("./alias/@name")
 
-    @property
-    def readonly(self) -> bool:
-        return self.node.find("readonly") is not None
-
-    @readonly.setter
-    def readonly(self, value: bool) -> None:
-        _flag(self.node, "readonly", value)
-
-    @property
-    def shareable(self) -> bool:
-        return self.node.find("shareable") is not None
-
-    @shareable.setter
-    def shareable(self, value: bool) -> None:
-        _flag(self.node, "shareable", value)
-
-    @property
-    def transient(self) -> bool:
-        return self.node.find("transient") is not None
-
-    @transient.setter
-    def transient(self, value: bool) -> None:
-        _flag(self.node, "transient", value)
+    readonly = Flag("readonly")
+    shareable = Flag("shareable")
+    transient = Flag("transient")
 
     @property
     def source_path(self) -> str | None:
         """The file or device behind the disk, whatever its type."""
         return self.source_file or self.source_dev
-
-
-def _flag(node: etree._Element, tag: str, on: bool) -> None:
-    """An empty marker element (<readonly/>, <shareable/>)."""
-    existing = node.find(tag)
-    if on and existing is None:
-        etree.SubElement(node, tag)
-    elif not on and existing is not None:
-        node.remove(existing)
 
 
 class Controller(XmlObject):
