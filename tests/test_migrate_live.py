@@ -185,3 +185,30 @@ def test_timeout_abort_on_a_guest_too_busy(two_hosts, tiny_guest):
     assert all(x["value"] <= 100 for x in detail["actions"] if x["kind"] == "set_downtime")
     assert state_on(a, g.name) == (True, True) and state_on(b, g.name) is None
     assert "PONG" in g.console("ping", host=a)
+
+
+def test_adaptive_switches_a_busy_guest_to_postcopy_within_the_caps(two_hosts, tiny_guest):
+    """A guest dirtying 32 MiB/s over a 16 MiB/s cap cannot converge in
+    pre-copy. Adaptive measures the dirty rate before the job, so it knows
+    during the first pass: the switch comes in that pass, the cap
+    holds after the switch too, and the achieved downtime (the source's
+    JOB_COMPLETED record) is within the cap."""
+    a, b = two_hosts.hosta, two_hosts.hostb
+    g = tiny_guest(a, memory_mib=256, fill_mib=128, dirty_mib_s=32)
+    g.wait_ready()
+    r = vmshift(*migrate_args("live", g.name, a, b, "--bandwidth", "16", "--max-downtime",
+                              "500", "--postcopy", "--timeout", "120"))
+    assert r.rc == 0, r.err
+    doc = r.doc
+    assert 32 * 0.7 <= doc["dirty_rate_before_mib_s"] <= 32 * 1.3, doc["dirty_rate_before_mib_s"]
+    switch = [x for x in doc["actions"] if x["kind"] == "postcopy"]
+    assert doc["postcopy"] and len(switch) == 1 and "first pass" in switch[0]["reason"]
+    # the downtime went to its cap before the switch (escalation order)
+    kinds = [x["kind"] for x in doc["actions"]]
+    assert kinds.index("postcopy") > max(i for i, k in enumerate(kinds) if k == "set_downtime")
+    assert doc["downtime_ms"] is not None and doc["downtime_ms"] <= 500
+    # the post-copy phase is capped too: no faster than bytes/cap allows
+    assert doc["total_time_s"] >= 0.8 * doc["bytes_transferred"] / MiB / 16, doc
+    assert state_on(b, g.name) == (True, True) and state_on(a, g.name) is None
+    assert "PONG" in g.console("ping", host=b)
+    assert g.checksum(host=b) == g.disk_sha256

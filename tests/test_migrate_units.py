@@ -6,8 +6,9 @@ import libvirt
 import pytest
 from lxml import etree
 
-from vmshift.migrate import report, xmlmap
+from vmshift.migrate import recover, report, statefiles, xmlmap
 from vmshift.migrate.monitor import MonitorState, job_active, to_sample
+from vmshift.migrate.statefiles import StateCopy, StateLocation
 
 DOM = """<domain type='qemu'><name>x</name><os><nvram>/old/nvram.fd</nvram></os><devices>
 <disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
@@ -65,3 +66,41 @@ def test_job_stats_become_samples_in_bytes():
 ])
 def test_error_categories(msg, cat):
     assert report.categorise(msg) == cat
+
+
+def test_state_files_located_from_the_inactive_xml():
+    u = "6f2c5a4e-0000-4000-8000-000000000001"
+    xml = """<domain type='qemu'><name>x</name><os><nvram>/nv//x_VARS.fd</nvram></os>
+<devices><tpm model='tpm-crb'><backend type='emulator' version='2.0'/></tpm>
+<tpm model='tpm-tis'><backend type='emulator' version='1.2'>
+<source type='dir' path='/srv/tpm/x/'/></backend></tpm>
+<tpm model='tpm-tis'><backend type='passthrough'/></tpm></devices></domain>"""
+    assert statefiles.locate(xml, u) == [
+        StateLocation("nvram", "/nv", "x_VARS.fd"),
+        StateLocation("tpm", f"/var/lib/libvirt/swtpm/{u}/tpm2"),
+        StateLocation("tpm", "/srv/tpm/x")]
+    tis = """<domain><os><nvram type='file'><source file='/n/y.fd'/></nvram></os><devices>
+<tpm model='tpm-tis'><backend type='emulator' version='1.2'/></tpm></devices></domain>"""
+    assert [s.describe() for s in statefiles.locate(tis, u)] == [
+        "/n/y.fd", f"/var/lib/libvirt/swtpm/{u}/tpm1.2/"]
+    net = "<domain><os><nvram type='network'><source protocol='iscsi'/></nvram></os></domain>"
+    assert statefiles.locate(net, u) == []
+
+
+def test_state_deleted_only_when_every_file_of_its_kind_was_copied():
+    c = [StateCopy("tpm", "/t/a", "copied"), StateCopy("tpm", "/t/b", "present"),
+         StateCopy("nvram", "/n", "copied")]
+    assert statefiles.all_copied(c, "nvram") and not statefiles.all_copied(c, "tpm")
+    assert not statefiles.all_copied([StateCopy("nvram", "/n", "absent")], "nvram")
+
+
+def test_postcopy_retry_command_repeats_the_job_with_resume():
+    flags = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER
+             | libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_POSTCOPY)
+    params = {libvirt.VIR_MIGRATE_PARAM_BANDWIDTH: 8,
+              libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS: ["vda", "vdb"],
+              libvirt.VIR_MIGRATE_PARAM_DEST_XML: "<domain/>"}
+    cmd = recover.retry_command("qemu+ssh://a/system", "vm 1", "qemu+tcp://b/system", flags, params)
+    assert cmd == ("virsh -c qemu+ssh://a/system migrate --live --p2p --persistent --postcopy "
+                   "--postcopy-resume --bandwidth 8 --migrate-disks vda,vdb 'vm 1' "
+                   "qemu+tcp://b/system")

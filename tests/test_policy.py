@@ -17,16 +17,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from vmshift.migrate.adaptive import adaptive
+from vmshift.migrate.policies import POLICIES
 from vmshift.migrate.policy import (
     MAX_THROTTLE,
-    POLICIES,
     Kind,
     Level,
     MiB,
     Sample,
     Settings,
     TimeoutAction,
-    adaptive,
     fixed,
     initial_downtime_ms,
     nova,
@@ -38,6 +38,7 @@ from vmshift.migrate.simulator import (
     SimResult,
     Workload,
     convergence_possible,
+    premeasured_dirty_bps,
     simulate,
 )
 
@@ -247,6 +248,63 @@ def test_adaptive_without_permissions_aborts_at_timeout_and_never_postcopies():
     assert [a.kind for _, a in res.actions][-1] == Kind.ABORT
 
 
+def _with_premeasure(s: Settings, work: Workload) -> Settings:
+    return Settings(**{**s.__dict__, "premeasured_dirty_bps": premeasured_dirty_bps(work)})
+
+
+def _postcopy_iteration(res: SimResult) -> int | None:
+    """The pre-copy pass in which the policy switched to post-copy."""
+    for t, a in res.actions:
+        if a.kind == Kind.POSTCOPY:
+            return next(x.iteration for x in res.samples if x.elapsed >= t)
+    return None
+
+
+# The bed's busy guest: 256 MiB, dirtying 32 MiB/s over a 16 MiB/s link.
+BUSY = Workload(256 * MiB, 32 * MiB, 200 * MiB)
+
+
+def test_adaptive_with_a_premeasured_dirty_rate_switches_in_the_first_pass():
+    s = _with_premeasure(Settings(max_downtime_ms=500, postcopy=True, timeout=60,
+                                  bandwidth_bps=16 * MiB), BUSY)
+    res = simulate(BUSY, 16 * MiB, adaptive, s, horizon=200)
+    check_invariants(res, s, "adaptive")
+    assert res.completed and res.postcopy and _postcopy_iteration(res) == 1
+    # as soon as the transfer rate confirms the measurement
+    switch_t = next(t for t, a in res.actions if a.kind == Kind.POSTCOPY)
+    assert switch_t <= 1.0
+    # so the move costs little more than one copy of the RAM
+    assert res.elapsed <= 1.1 * BUSY.ram / (16 * MiB)
+    blind = simulate(BUSY, 16 * MiB, adaptive, Settings(**{**s.__dict__,
+                     "premeasured_dirty_bps": None}), horizon=200)
+    assert blind.completed and blind.elapsed > 1.5 * res.elapsed
+
+
+def test_adaptive_premeasure_of_an_easy_guest_changes_nothing():
+    work = Workload(256 * MiB, 2 * MiB, 16 * MiB)
+    s = _with_premeasure(Settings(max_downtime_ms=500, postcopy=True), work)
+    res = simulate(work, 16 * MiB, adaptive, s, horizon=200)
+    assert res.completed and not res.postcopy and res.downtime_ms <= 500 + SWITCHOVER_MS
+
+
+def test_adaptive_premeasure_throttles_before_postcopy_when_permitted():
+    """Throttling is the earlier lever: with --auto-converge, no first-pass switch."""
+    s = _with_premeasure(Settings(max_downtime_ms=500, postcopy=True, auto_converge=True,
+                                  timeout=120), BUSY)
+    res = simulate(BUSY, 16 * MiB, adaptive, s, horizon=300)
+    check_invariants(res, s, "adaptive")
+    assert res.completed and _postcopy_iteration(res) != 1
+    assert any(a.kind == Kind.THROTTLE for _, a in res.actions)
+
+
+def test_adaptive_premeasure_respects_a_large_downtime_cap():
+    """A small working set that fits in the cap is not hopeless."""
+    work = Workload(256 * MiB, 200 * MiB, 8 * MiB)
+    s = _with_premeasure(Settings(max_downtime_ms=2000, postcopy=True), work)
+    res = simulate(work, 16 * MiB, adaptive, s, horizon=200)
+    assert res.completed and not res.postcopy
+
+
 # ------------------------------------------------------------------ hypothesis
 
 workloads = st.builds(
@@ -284,10 +342,12 @@ def _tick(horizon: float) -> float:
 
 
 @HYP
-@given(workloads, permissions, st.sampled_from(sorted(POLICIES)))
-def test_property_caps_and_permissions(wb, s, policy_name):
+@given(workloads, permissions, st.sampled_from(sorted(POLICIES)), st.booleans())
+def test_property_caps_and_permissions(wb, s, policy_name, premeasure):
     work, bw = wb
     s = Settings(**{**s.__dict__, "data_gb": nova_data_gb(work.ram)})
+    if premeasure:
+        s = _with_premeasure(s, work)
     res = simulate(work, bw, POLICIES[policy_name], s, horizon=_horizon(work, bw),
                    tick=_tick(_horizon(work, bw)),
                    substeps=4)
@@ -295,11 +355,13 @@ def test_property_caps_and_permissions(wb, s, policy_name):
 
 
 @HYP
-@given(workloads, permissions)
-def test_property_adaptive_converges_whenever_possible(wb, s):
+@given(workloads, permissions, st.booleans())
+def test_property_adaptive_converges_whenever_possible(wb, s, premeasure):
     work, bw = wb
     horizon = _horizon(work, bw)
     s = Settings(**{**s.__dict__, "timeout": None, "postcopy_after": None})
+    if premeasure:
+        s = _with_premeasure(s, work)
     if not convergence_possible(work, bw, s, within=horizon / 4):
         return
     res = simulate(work, bw, adaptive, s, horizon=horizon, tick=_tick(horizon), substeps=4)

@@ -183,15 +183,17 @@ def not_running(f: Facts) -> Iterator[Hit]:
 
 def state_travels(f: Facts) -> Iterator[Hit]:
     d = f.domain
+    copied = "migrate offline copies it to the same path there, verified"
+    offline = f.options.mode == "offline"
     if d.nvram:
-        # libvirt does not carry the vars file; vmshift does not copy it yet either
-        yield "nvram", {"what": f"EFI NVRAM {d.nvram}",
-                        "how": "it must be on storage the destination sees, or be copied "
-                               "there first (vmshift does not copy NVRAM)"}
+        # libvirt does not carry the vars file; only vmshift's offline move copies it
+        yield "nvram", {"what": f"EFI NVRAM {d.nvram.strip()}",
+                        "how": copied if offline else "it must be on storage the destination "
+                               "sees, or be copied there first (migrate offline copies it)"}
     if d.tpm:
         yield "tpm", {"what": "emulated TPM state",
-                      "how": "libvirt migrates swtpm state with a live migration; "
-                             "offline moves need /var/lib/libvirt/swtpm/<uuid> copied"}
+                      "how": copied if offline else "libvirt migrates swtpm state with a "
+                             "live migration"}
 
 
 CHECKS: tuple[Check, ...] = (

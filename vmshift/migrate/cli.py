@@ -12,7 +12,7 @@ import click
 from vmshift.cliutil import dry_run_option, json_option, not_built
 from vmshift.errors import BadInput, OperationFailed
 from vmshift.migrate import facts as F
-from vmshift.migrate import preflight, report
+from vmshift.migrate import preflight, recover, report
 from vmshift.migrate.live import (
     LiveRequest,
     after_failure,
@@ -23,8 +23,10 @@ from vmshift.migrate.live import (
 )
 from vmshift.migrate.lock import domain_lock
 from vmshift.migrate.monitor import Interrupt
-from vmshift.migrate.offline import OfflineRequest, plan, run_offline
+from vmshift.migrate.offline import OfflineRequest, plan, run_offline, state_locations
 from vmshift.migrate.policy import Settings, TimeoutAction
+from vmshift.migrate.recover import RECOVER_TIMEOUT_S
+from vmshift.migrate.statefiles import state_note
 from vmshift.migrate.storage import StorageRequest, run_storage
 from vmshift.migrate.xmlmap import parse_network_map
 from vmshift.output import emit_json
@@ -75,8 +77,10 @@ def run_preflight(domain: str, source: str, dest: str, opts: F.Options, force: t
 def migrate() -> None:
     """Live, suspended, offline and storage migrations between libvirt hosts.
 
-    Exit codes: 0 done, 1 failed (the VM stays on the source), 2 bad input,
-    3 refused by a preflight blocker (override one with --force CHECK_ID).
+    Exit codes: 0 done, 1 failed (before a post-copy switch the VM stays on
+    the source; after one, the message says where it is and how to resume),
+    2 bad input, 3 refused by a preflight blocker (override one with
+    --force CHECK_ID).
     """
 
 
@@ -124,8 +128,13 @@ def live_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--postcopy", is_flag=True,
                      help="Permit post-copy. RISK: after the switch the guest runs on the "
                           "destination while its memory is still on the source; a network "
-                          "failure then needs post-copy recovery."),
+                          "failure then needs post-copy recovery, which vmshift retries for "
+                          "--recover-timeout."),
         click.option("--postcopy-after", type=float, metavar="SECONDS"),
+        click.option("--recover-timeout", type=click.FloatRange(min=0),
+                     default=RECOVER_TIMEOUT_S, show_default=True, metavar="SECONDS",
+                     help="After a network or destination failure past the post-copy "
+                          "switch: how long to retry libvirt's post-copy recovery."),
         click.option("--copy-storage", type=click.Choice(["all", "inc"])),
         click.option("--disks", help="With --copy-storage: only these disks (vda,vdb)."),
         network_map_option,
@@ -178,7 +187,8 @@ def _migrate(domain: str, source: str, dest: str, force: tuple[str, ...], json_m
     mode = "live" if live else "suspended"
     if req.settings.postcopy and not json_mode:
         click.echo("vmshift: --postcopy: once switched, the guest lives on the destination; "
-                   "if the network breaks it depends on post-copy recovery.", err=True)
+                   "if the network breaks, vmshift resumes it by libvirt's post-copy "
+                   "recovery (--recover-timeout).", err=True)
     preflight.validate_force(force)
     conns = connect(domain, source, dest)
     # The lock comes first: a migration in flight already shows the domain
@@ -199,6 +209,8 @@ def _migrate(domain: str, source: str, dest: str, force: tuple[str, ...], json_m
         out = run_migration(req, src, dst, dom, json_mode)
         rep.total_time_s = round(time.monotonic() - t0, 2)
         report.fill_from_job(rep, out.state, out.completed_stats)
+        if out.premeasured_dirty_bps is not None:
+            rep.dirty_rate_before_mib_s = round(out.premeasured_dirty_bps / (1 << 20), 1)
         if out.throttle_by_qemu:
             rep.throttle = "QEMU auto-converge"
         elif req.settings.auto_converge:
@@ -206,6 +218,10 @@ def _migrate(domain: str, source: str, dest: str, force: tuple[str, ...], json_m
         if out.ok:
             after_success(dst, domain, out.state)
             rep.ok, rep.where = True, "VM running on the destination"
+        elif recover.switched(dom, out.state):
+            # The guest already lives on the destination: finish the job by
+            # libvirt's post-copy recovery, never roll back.
+            recover.finish(rep, req, dom, out, kw["recover_timeout"], t0, json_mode)
         else:
             rep.error = out.error
             rep.category = report.categorise(out.error)
@@ -274,7 +290,8 @@ def migrate_offline(domain: str, source: str, dest: str, force: tuple[str, ...],
             if not json_mode:
                 click.echo(preflight.render(findings), err=True)
             preflight.refuse_if_blocked(findings)
-            rep.ok, rep.notes = True, ["dry run: nothing changed", *plan(facts.domain, req)]
+            rep.ok, rep.notes = True, ["dry run: nothing changed",
+                                       *plan(facts.domain, req, state_locations(dom))]
             _finish(rep, json_mode)
             return
         t0 = time.monotonic()
@@ -287,11 +304,14 @@ def migrate_offline(domain: str, source: str, dest: str, force: tuple[str, ...],
             return
         rep.total_time_s = round(time.monotonic() - t0, 2)
         rep.ok, rep.where = True, "defined on the destination"
-        rep.bytes_transferred = sum(c.bytes for c in res.copied)
-        rep.disk_bytes = rep.bytes_transferred
+        rep.disk_bytes = sum(c.bytes for c in res.copied)
+        rep.bytes_transferred = rep.disk_bytes + sum(s.bytes for s in res.states
+                                                     if s.status == "copied")
         rep.notes = [f"copied {c.target}: {c.source_path} -> {c.dest_path} sha256 {c.sha256} "
                      "verified" for c in res.copied]
+        rep.notes += [state_note(s) for s in res.states]
         rep.notes += [f"deleted source volume {p}" for p in res.deleted]
+        rep.notes += [f"deleted source state file {p}" for p in res.deleted_states]
         if res.source_undefined:
             rep.notes.append("source definition removed")
     _finish(rep, json_mode)

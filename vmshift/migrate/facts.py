@@ -18,6 +18,7 @@ import libvirt
 from lxml import etree
 
 from vmshift.errors import BadInput, OperationFailed
+from vmshift.migrate.statefiles import nvram_path
 
 MIGRATION_PORTS = (49152, 49215)  # QEMU's default migration port range
 
@@ -236,7 +237,7 @@ def domain_facts(dom: libvirt.virDomain, src: libvirt.virConnect,
         name=dom.name(), uuid=dom.UUIDString(), persistent=bool(dom.isPersistent()),
         active=bool(dom.isActive()), virt_type=root.get("type", ""),
         memory=int(dom.maxMemory()) * 1024, disks=disks, nics=nics, hostdevs=hostdevs,
-        nvram=root.findtext("os/nvram"),
+        nvram=nvram_path(root),
         tpm=tpm.get("type") if tpm is not None and tpm.get("type") == "emulator" else None,
         leases=len(root.findall("devices/lease")),
         cpu_xml=etree.tostring(cpu, encoding="unicode") if cpu is not None else None,

@@ -18,9 +18,12 @@ import libvirt
 
 from vmshift.errors import BadInput, OperationFailed
 from vmshift.migrate import xmlmap
+from vmshift.migrate.dirtyrate import measure_dirty_rate
 from vmshift.migrate.facts import Options
+from vmshift.migrate.jobevents import CompletedJob
 from vmshift.migrate.monitor import STALL_S, Interrupt, MonitorState, monitor, set_throttle
-from vmshift.migrate.policy import Settings, get_policy, initial_downtime_ms, nova_data_gb
+from vmshift.migrate.policies import get_policy
+from vmshift.migrate.policy import Settings, initial_downtime_ms, nova_data_gb
 from vmshift.output import Progress
 
 MiB = 1 << 20
@@ -129,6 +132,10 @@ def params_for(req: LiveRequest, dom: libvirt.virDomain, throttle_by_qemu: bool)
     p: dict[str, Any] = {}
     if req.bandwidth_mib:
         p[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = req.bandwidth_mib
+        if req.settings.postcopy:
+            # QEMU's post-copy phase has its own limit, unlimited by default:
+            # the user's cap holds after the switch too.
+            p[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH_POSTCOPY] = req.bandwidth_mib
     if req.migrate_uri:
         p[libvirt.VIR_MIGRATE_PARAM_URI] = req.migrate_uri
     if req.compression:
@@ -160,8 +167,17 @@ def quota_throttle_works(dom: libvirt.virDomain) -> bool:
         return False
 
 
-def policy_settings(req: LiveRequest, dom: libvirt.virDomain) -> Settings:
-    """Fill in what the policies derive from the domain (Nova's data size)."""
+def wants_premeasure(req: LiveRequest) -> bool:
+    """Only the adaptive policy plans the first pass, and only a lever
+    beyond the downtime (throttle, post-copy) makes the plan differ."""
+    s = req.settings
+    return req.live and req.policy == "adaptive" and (s.postcopy or s.auto_converge)
+
+
+def policy_settings(req: LiveRequest, dom: libvirt.virDomain,
+                    premeasured_bps: float | None = None) -> Settings:
+    """Fill in what the policies derive from the domain (Nova's data size)
+    and the dirty rate measured before the job."""
     s = req.settings
     disks = []
     if req.copy_storage:
@@ -174,6 +190,7 @@ def policy_settings(req: LiveRequest, dom: libvirt.virDomain) -> Settings:
     d["data_gb"] = nova_data_gb(dom.maxMemory() * 1024, disks)
     if req.bandwidth_mib:
         d["bandwidth_bps"] = req.bandwidth_mib * MiB
+    d["premeasured_dirty_bps"] = premeasured_bps
     return Settings(**d)
 
 
@@ -185,12 +202,17 @@ class LiveOutcome:
     elapsed: float
     completed_stats: dict[str, Any]
     throttle_by_qemu: bool
+    premeasured_dirty_bps: float | None = None
+    # What the job ran with: a post-copy recovery repeats exactly these.
+    flags: int = 0
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 def run_migration(req: LiveRequest, src: libvirt.virConnect, dest: libvirt.virConnect,
                   dom: libvirt.virDomain, json_mode: bool) -> LiveOutcome:
     """Start the job in a worker thread and monitor it until it ends."""
-    settings = policy_settings(req, dom)
+    premeasured = measure_dirty_rate(src, dom) if wants_premeasure(req) else None
+    settings = policy_settings(req, dom, premeasured)
     throttle_by_qemu = settings.auto_converge and (
         req.policy != "adaptive" or not quota_throttle_works(dom))
     flags = flags_for(req, bool(dom.isPersistent()), throttle_by_qemu)
@@ -212,6 +234,7 @@ def run_migration(req: LiveRequest, src: libvirt.virConnect, dest: libvirt.virCo
 
     interrupt = Interrupt()
     old = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    completion = CompletedJob(src, dom)
     t0 = time.monotonic()
     th = threading.Thread(target=worker, name="vmshift-migrate", daemon=True)
     policy = get_policy(req.policy)
@@ -229,21 +252,35 @@ def run_migration(req: LiveRequest, src: libvirt.virConnect, dest: libvirt.virCo
         err = None  # the job finished before the abort reached it
     elif st.aborted_by == "signal":
         err = f"interrupted by signal {interrupt.signal}: job aborted ({err})"
+    elif err and st.aborted_by == "postcopy-stall":
+        err = f"network: no progress for {STALL_S:.0f} s after the post-copy switch ({err})"
     elif err and st.aborted_by == "stall":
         err = f"network: no progress for {STALL_S:.0f} s, job aborted ({err})"
     elif err and st.aborted_by == "timeout":
         why = next((a.reason for a in reversed(st.actions) if a.kind == "abort"), "timeout")
         err = f"guest too busy: {why}, job aborted ({err})"
-    completed = _completed_stats(dest, req.domain) if "dom" in result else {}
+    completed = _completed_stats(dest, req.domain, completion) if "dom" in result else {}
+    completion.close()
     return LiveOutcome("dom" in result and not err, err, st, elapsed, completed,
-                       throttle_by_qemu)
+                       throttle_by_qemu, premeasured, flags=flags, params=params)
 
 
-def _completed_stats(dest: libvirt.virConnect, name: str) -> dict[str, Any]:
+def _completed_stats(dest: libvirt.virConnect, name: str,
+                     completion: CompletedJob) -> dict[str, Any]:
+    """The finished job's figures. The destination's record comes first: its
+    downtime runs from the source's stop to the destination's resume, the
+    pause the guest saw. After a post-copy switch it has none; then the
+    source's JOB_COMPLETED record (QEMU's stop-to-switch time) stands in."""
     try:
-        return dest.lookupByName(name).jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+        stats = dest.lookupByName(name).jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
     except libvirt.libvirtError:
-        return {}
+        stats = {}
+    if "downtime" in stats:
+        return {**stats, "downtime_from": "destination"}
+    source = completion.wait()
+    if "downtime" in source:
+        return {**source, "downtime_from": "source"}
+    return stats or source
 
 
 def after_success(dest: libvirt.virConnect, name: str, st: MonitorState) -> None:
@@ -275,7 +312,7 @@ def after_failure(dom: libvirt.virDomain, st: MonitorState) -> str:
             notes.append("VM running on the source")
         elif st.postcopy:
             notes.append(f"VM {names.get(state, state)} on the source after the post-copy "
-                         "switch: recover with `virsh migrate --postcopy --postcopy-resume`")
+                         "switch: the guest lives on the destination")
         else:
             notes.append(f"VM {names.get(state, state)} on the source")
     except libvirt.libvirtError as exc:

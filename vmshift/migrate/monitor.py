@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -51,7 +53,7 @@ class MonitorState:
     throttle: int = 0
     postcopy: bool = False
     paused: bool = False
-    aborted_by: str | None = None  # "signal", "timeout", "stall"
+    aborted_by: str | None = None  # "signal", "timeout", "stall", "postcopy-stall"
     actions: list[Applied] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
     last_stats: dict[str, Any] = field(default_factory=dict)
@@ -119,6 +121,58 @@ def apply(dom: libvirt.virDomain, act: Action, st: MonitorState, t: float) -> No
     st.actions.append(rec)
 
 
+def pause_postcopy(dom: libvirt.virDomain, t: float, reason: str) -> Applied:
+    """Pause a post-copy job whose link died (QEMU's migrate-pause): both
+    sides then wait in 'postcopy-paused', the state libvirt's post-copy
+    recovery resumes from; otherwise QEMU waits for TCP to give up (minutes)."""
+    rec = Applied(round(t, 2), "pause_postcopy", None, reason)
+    try:
+        dom.abortJobFlags(libvirt.VIR_DOMAIN_ABORT_JOB_POSTCOPY)
+    except libvirt.libvirtError as exc:
+        rec.ok, rec.error = False, exc.get_error_message()
+        log.warning("pausing the post-copy job failed: %s", rec.error)
+    return rec
+
+
+class Actuator:
+    """Runs the policy's libvirt calls in a thread of their own, in order.
+
+    libvirt sometimes holds a migrateSetMaxDowntime call until the whole job
+    ends (seen on the test bed in about one migration in ten), and the
+    monitor must keep polling, noticing a stall and honouring Ctrl-C meanwhile.
+    """
+
+    def __init__(self) -> None:
+        self._q: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._pending = 0
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="vmshift-actions", daemon=True)
+        self._thread.start()
+
+    def submit(self, call: Callable[[], None]) -> None:
+        with self._lock:
+            self._pending += 1
+        self._q.put(call)
+
+    def idle(self) -> bool:
+        with self._lock:
+            return self._pending == 0
+
+    def _run(self) -> None:
+        while (call := self._q.get()) is not None:
+            try:
+                call()
+            finally:
+                with self._lock:
+                    self._pending -= 1
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop after what is queued; a call libvirt still holds is left to
+        finish on its own (the thread is a daemon)."""
+        self._q.put(None)
+        self._thread.join(timeout)
+
+
 class Interrupt:
     """Set by the SIGINT/SIGTERM handler; the loop aborts the job."""
 
@@ -134,6 +188,7 @@ def monitor(dom: libvirt.virDomain, worker: threading.Thread, policy: Policy, s:
             qemu_throttles: bool = False) -> MonitorState:
     """Poll until the migration thread ends."""
     st = MonitorState(downtime_ms=initial_downtime_ms(s), qemu_throttles=qemu_throttles)
+    actuator = Actuator()
     aborting = False
     while worker.is_alive():
         worker.join(POLL_S)
@@ -162,10 +217,17 @@ def monitor(dom: libvirt.virDomain, worker: threading.Thread, policy: Policy, s:
             continue
         if not st.job_seen:
             st.job_seen = True
-            _apply_initial(dom, st, elapsed)
+            actuator.submit(lambda t=elapsed: _apply_initial(dom, st, t))
         st.last_stats = stats
         st.samples.append(to_sample(stats, st, elapsed))
         _trace(stats, st)
+        if not aborting and st.postcopy and _stalled(st, elapsed):
+            # Never abort after the switch (the guest runs on the destination):
+            # pause, so that vmshift's recovery can resume it (recover.py).
+            aborting = True
+            st.aborted_by = "postcopy-stall"
+            st.actions.append(pause_postcopy(
+                dom, elapsed, f"network: no progress for {STALL_S:.0f} s after the switch"))
         if not aborting and _stalled(st, elapsed):
             aborting = True
             st.aborted_by = "stall"
@@ -179,10 +241,15 @@ def monitor(dom: libvirt.virDomain, worker: threading.Thread, policy: Policy, s:
             _show(bar, stats, st)
         if aborting:
             continue
+        if not actuator.idle():
+            continue  # the policy sees the effect of its last actions first
         for act in policy(st.samples, s, elapsed):
-            apply(dom, act, st, elapsed)
             if act.kind == Kind.ABORT:
+                apply(dom, act, st, elapsed)  # at once, never queued behind a stuck call
                 aborting = True
+            else:
+                actuator.submit(lambda a=act, t=elapsed: apply(dom, a, st, t))
+    actuator.close()
     return st
 
 
@@ -205,7 +272,7 @@ def _stalled(st: MonitorState, now: float) -> bool:
     if current != st.progress_bytes:
         st.progress_bytes, st.progress_at = current, now
         return False
-    return now - st.progress_at >= STALL_S and not st.postcopy
+    return now - st.progress_at >= STALL_S
 
 
 def _apply_initial(dom: libvirt.virDomain, st: MonitorState, t: float) -> None:

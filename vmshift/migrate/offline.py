@@ -1,9 +1,11 @@
 """Offline migration: a shut-off VM's definition (and unshared disks) move.
 
 Order matters for the guarantee "no data is deleted before a verified copy
-exists": copy and verify every disk, define on the destination, check that
-definition, and only then undefine the source (unless --keep-source) and
-delete source volumes (only with --delete-source).
+exists": copy and verify the NVRAM/TPM state files and every disk, define on
+the destination, check that definition, and only then undefine the source
+(unless --keep-source) and delete source volumes and state files (only with
+--delete-source). A failure before that removes only what vmshift made on
+the destination.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from pathlib import PurePosixPath
 import libvirt
 
 from vmshift.errors import OperationFailed
-from vmshift.migrate import xmlmap
+from vmshift.migrate import statefiles, xmlmap
 from vmshift.migrate.facts import DomainFacts
+from vmshift.migrate.statefiles import StateCopier, StateCopy, StateLocation, quietly
 from vmshift.migrate.volcopy import CopiedVolume, copy_volume, create_like, has_backing
 
 
@@ -31,9 +34,11 @@ class OfflineRequest:
 @dataclass
 class OfflineResult:
     copied: list[CopiedVolume] = field(default_factory=list)
+    states: list[StateCopy] = field(default_factory=list)  # NVRAM / TPM state files
     kept_paths: list[str] = field(default_factory=list)
     source_undefined: bool = False
     deleted: list[str] = field(default_factory=list)
+    deleted_states: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -45,8 +50,14 @@ def disks_to_copy(d: DomainFacts) -> list:
             and x.kind in ("file", "volume")]
 
 
-def plan(d: DomainFacts, req: OfflineRequest) -> list[str]:
-    lines = []
+def state_locations(dom: libvirt.virDomain) -> list[StateLocation]:
+    return statefiles.locate(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), dom.UUIDString())
+
+
+def plan(d: DomainFacts, req: OfflineRequest, states: list[StateLocation] | None = None
+         ) -> list[str]:
+    lines = [f"copy {s.kind} {s.describe()} -> the same path on the destination (verified "
+             "sha256; not copied if identical bytes are already there)" for s in states or []]
     for x in d.disks:
         if x in disks_to_copy(d):
             lines.append(f"copy {x.target} {x.path} -> pool {req.dest_pool} (verified sha256)")
@@ -55,7 +66,8 @@ def plan(d: DomainFacts, req: OfflineRequest) -> list[str]:
     lines.append("define on the destination" + (", keep source definition" if req.keep_source
                                                 else ", then undefine on the source"))
     if req.delete_source:
-        lines.append("delete copied source volumes after verification")
+        lines.append("delete copied source volumes" + (" and state files" if states else "")
+                     + " after verification")
     return lines
 
 
@@ -88,31 +100,73 @@ def run_offline(req: OfflineRequest, src: libvirt.virConnect, dst: libvirt.virCo
         raise OperationFailed("disks are not visible on the destination and no --dest-pool")
     xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE
                       | libvirt.VIR_DOMAIN_XML_MIGRATABLE)
+    locations = statefiles.locate(xml, facts.uuid)
+    has_tpm = any(loc.kind == "tpm" for loc in locations)
+    with StateCopier(src, dst, json_mode) as states:
+        try:
+            # State files first: small, and a conflict there is found before
+            # gigabytes of disks are streamed.
+            for loc in locations:
+                res.states.extend(states.copy(loc))
+            for x in todo:
+                res.copied.append(_copy_one(src, dst, pool, x.target, x.path, json_mode))
+            _define_on_dest(dst, xml, req, res, has_tpm)
+        except BaseException:
+            # Roll back only what vmshift made there; the source is untouched.
+            for c in res.copied:
+                try:
+                    dst.storageVolLookupByPath(c.dest_path).delete(0)
+                except libvirt.libvirtError:
+                    pass
+            states.rollback()
+            raise
+        res.kept_paths = [x.path for x in facts.disks if x.path and x not in todo]
+        _retire_source(req, src, dom, res, states, has_tpm)
+    return res
+
+
+def _define_on_dest(dst: libvirt.virConnect, xml: str, req: OfflineRequest,
+                    res: OfflineResult, has_tpm: bool) -> None:
+    """Define with the copied disks' paths (state files keep theirs), and check it."""
+    new_xml = xmlmap.map_disks(xml, {c.target: c.dest_path for c in res.copied})
+    new_xml = xmlmap.map_networks(new_xml, req.network_map)
+    ddom = dst.defineXML(new_xml)
     try:
-        for x in todo:
-            res.copied.append(_copy_one(src, dst, pool, x.target, x.path, json_mode))
-        new_xml = xmlmap.map_disks(xml, {c.target: c.dest_path for c in res.copied})
-        new_xml = xmlmap.map_networks(new_xml, req.network_map)
-        ddom = dst.defineXML(new_xml)
         _verify_definition(ddom, {c.target: c.dest_path for c in res.copied})
     except BaseException:
-        for c in res.copied:  # roll back our copies; the source is untouched
-            try:
-                dst.storageVolLookupByPath(c.dest_path).delete(0)
-            except libvirt.libvirtError:
-                pass
+        quietly(ddom.undefineFlags, _undefine_flags(set(), has_tpm))  # the files go in rollback
         raise
-    res.kept_paths = [x.path for x in facts.disks if x.path and x not in todo]
+
+
+def _undefine_flags(gone: set[str], has_tpm: bool) -> int:
+    """Undefining deletes a domain's TPM state unless told otherwise (and
+    refuses outright with an NVRAM file): keep both unless in GONE."""
+    flags = libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+    flags |= (libvirt.VIR_DOMAIN_UNDEFINE_NVRAM if "nvram" in gone
+              else libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM)
+    if has_tpm:  # a daemon without TPM support may not know these flags
+        flags |= (libvirt.VIR_DOMAIN_UNDEFINE_TPM if "tpm" in gone
+                  else libvirt.VIR_DOMAIN_UNDEFINE_KEEP_TPM)
+    return flags
+
+
+def _retire_source(req: OfflineRequest, src: libvirt.virConnect, dom: libvirt.virDomain,
+                   res: OfflineResult, states: StateCopier, has_tpm: bool) -> None:
+    """After everything is verified: undefine and delete on the source, as asked."""
+    gone = {k for k in ("nvram", "tpm")
+            if req.delete_source and statefiles.all_copied(res.states, k)}
     if not req.keep_source:
-        flags = libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
-        dom.undefineFlags(flags)
+        dom.undefineFlags(_undefine_flags(gone, has_tpm))  # libvirt deletes what is gone
         res.source_undefined = True
+        res.deleted_states = [c.path for c in res.states
+                              if c.kind in gone and c.status == "copied"]
+    elif gone:
+        res.deleted_states = states.delete_source([c for c in res.states if c.kind in gone])
     if req.delete_source:
         for c in res.copied:
             if c.verified:
                 src.storageVolLookupByPath(c.source_path).delete(0)
                 res.deleted.append(c.source_path)
-    return res
 
 
 def _verify_definition(ddom: libvirt.virDomain, expected: dict[str, str]) -> None:

@@ -22,14 +22,19 @@ class Report:
     category: str | None = None  # preflight | network | destination | guest-too-busy
     total_time_s: float | None = None
     downtime_ms: int | None = None  # achieved, from the completed job's statistics
+    downtime_from: str | None = None  # whose record: "destination" or "source"
     bytes_transferred: int | None = None
     memory_bytes: int | None = None
     disk_bytes: int | None = None
     postcopy: bool = False
+    # The guest's dirty rate measured just before the job (adaptive policy)
+    dirty_rate_before_mib_s: float | None = None
     throttle: str | None = None
     actions: list[dict[str, Any]] = field(default_factory=list)
     findings: list[dict[str, Any]] = field(default_factory=list)
     where: str | None = None
+    # After a post-copy failure: vmshift's recovery attempts and outcome (recover.py)
+    recovery: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -43,6 +48,7 @@ def fill_from_job(rep: Report, st: MonitorState | None, completed: dict[str, Any
     stats = completed or last
     if completed and "downtime" in completed:
         rep.downtime_ms = int(completed["downtime"])
+        rep.downtime_from = completed.get("downtime_from")
     mem = stats.get("memory_processed")
     # The destination's record of a finished job has no disk figures; the
     # storage copy was complete by the last sample (it finishes first).
@@ -84,11 +90,26 @@ def render(rep: Report) -> str:
                      f"disk {(rep.disk_bytes or 0) / MiB:.1f})")
     if rep.policy:
         lines.append(f"  policy          {rep.policy}")
+    if rep.dirty_rate_before_mib_s is not None:
+        lines.append(f"  dirty rate      {rep.dirty_rate_before_mib_s} MiB/s (measured before)")
     for a in rep.actions:
         val = "" if a["value"] is None else f" {a['value']}"
         bad = "" if a["ok"] else f" FAILED: {a['error']}"
         lines.append(f"  t={a['t']:>7.2f}s  {a['kind']}{val}  ({a['reason']}){bad}")
+    lines.extend(_recovery_lines(rep.recovery))
     if rep.where:
         lines.append(f"  {rep.where}")
     lines.extend(f"  note: {n}" for n in rep.notes)
     return "\n".join(lines)
+
+
+def _recovery_lines(rec: dict[str, Any] | None) -> list[str]:
+    if not rec:
+        return []
+    lines = [f"  post-copy recovery: {rec['outcome']} after {len(rec['attempts'])} attempt(s) "
+             f"in {rec['elapsed_s']:g} s (limit {rec['timeout_s']:g} s)"]
+    for a in rec["attempts"]:
+        how = "ok" if a["ok"] else f"failed: {a['error']}"
+        lines.append(f"    {a['at']}  t={a['t']:>7.2f}s  attempt {a['n']}  {how}")
+    return lines
+

@@ -111,6 +111,12 @@ def _finish(res: SimResult, st: _State, history: list[Sample]) -> SimResult:
     return res
 
 
+def premeasured_dirty_bps(work: Workload, period: float = 1.0) -> float:
+    """What libvirt's calc-dirty-rate (page sampling over PERIOD) reports:
+    distinct pages dirtied in the period, so a small working set caps it."""
+    return min(work.dirty_bps, work.wss / period)
+
+
 def _sample(st: _State, work: Workload, bw: float, t: float) -> Sample:
     pending = st.pending()
     return Sample(elapsed=t, memory_total=work.ram, memory_remaining=int(pending),

@@ -86,6 +86,11 @@ def _stream_out(conn: libvirt.virConnect, vol: libvirt.virStorageVol, sink, bar:
     return n, h.hexdigest()
 
 
+def volume_sha256(conn: libvirt.virConnect, vol: libvirt.virStorageVol) -> tuple[int, str]:
+    """(bytes, sha256) of VOL's file as the daemon reads it."""
+    return _stream_out(conn, vol, lambda _d: None, None)
+
+
 def copy_volume(src_conn: libvirt.virConnect, src_vol: libvirt.virStorageVol,
                 dst_conn: libvirt.virConnect, dst_vol: libvirt.virStorageVol,
                 json_mode: bool, label: str) -> tuple[int, str, bool]:

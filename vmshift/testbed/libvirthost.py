@@ -11,6 +11,7 @@ the bed, so even a migration without an explicit URI resolves the right peer.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import time
@@ -22,7 +23,7 @@ import libvirt
 from lxml import etree
 
 from vmshift.errors import OperationFailed
-from vmshift.testbed import procs
+from vmshift.testbed import migtls, procs
 
 PRIVATE_DIRS = {
     "run": "/run/libvirt",
@@ -60,14 +61,27 @@ def qemu_conf() -> str:
         # Ownership xattrs on a file that two daemons share (gluster) would
         # make each daemon restore the other's labels; the bed does not need them.
         "remember_owner = 0",
+        # TLS migration (--tls): the bed's migration PKI (migtls.py). libvirtd
+        # refuses to start if this directory is missing.
+        *migtls.qemu_conf_lines(),
         "",
     ])
+
+
+def config_id(host: dict[str, Any]) -> str:
+    """Names the configuration a host's libvirtd reads at start: a running
+    daemon whose recorded id differs must restart to apply a new one."""
+    text = libvirtd_conf(host["host_uuid"]) + qemu_conf()
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def prepare_dirs(root: Path, host: dict[str, Any], hosts_file: str) -> None:
     """Fill the host's private directories: a copy of /etc/libvirt, its confs."""
     for sub in PRIVATE_DIRS:
         (root / sub).mkdir(parents=True, exist_ok=True)
+    # QEMU creates a guest's serial <log> file, not its directory, which a
+    # fresh host only has after libvirt started its first domain.
+    (root / "log" / "qemu").mkdir(exist_ok=True)
     etc = root / "etc"
     if not (etc / "qemu.conf.dist").exists():
         shutil.copytree("/etc/libvirt", etc, symlinks=True, dirs_exist_ok=True)
@@ -204,5 +218,21 @@ def destroy_domains(uri: str) -> None:
                 dom.destroy()
             except libvirt.libvirtError:
                 pass
+    finally:
+        conn.close()
+
+
+def busy_domains(uri: str) -> list[str]:
+    """Domains on a host with a job in flight (a migration, a save...)."""
+    conn = libvirt.open(uri)
+    try:
+        busy = []
+        for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+            try:
+                if dom.jobInfo()[0] != libvirt.VIR_DOMAIN_JOB_NONE:
+                    busy.append(dom.name())
+            except libvirt.libvirtError:
+                continue  # gone meanwhile
+        return busy
     finally:
         conn.close()

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from vmshift.errors import BadInput, OperationFailed
-from vmshift.testbed import libvirthost, netsetup, procs, state, storage
+from vmshift.testbed import libvirthost, migtls, netsetup, procs, state, storage
 from vmshift.testbed.hosts import TestBed, bed_from_state, host_name, is_up
 
 UFFD_SYSCTL = Path("/proc/sys/vm/unprivileged_userfaultfd")
@@ -65,6 +65,8 @@ def plan_up(name: str, n_hosts: int) -> list[str]:
                      f"libvirtd at qemu+tcp://{h['address']}/system")
     lines.append(f"define pools {libvirthost.SHARED_POOL} (shared) and {libvirthost.PRIVATE_POOL} "
                  f"(per host), network {libvirthost.NETWORK} on every host")
+    lines.append(f"migration TLS: a CA in {migtls.ca_dir(st)}, each host's certificates "
+                 f"in its {migtls.CERT_DIR}")
     return lines
 
 
@@ -122,6 +124,7 @@ def _start_storage(st: dict[str, Any], save: Callable[[], None], step: Step,
 
 def _start_hosts(st: dict[str, Any], save: Callable[[], None], step: Step) -> None:
     hosts_file = _hosts_file(st)
+    ca = migtls.ensure_ca(st)
     for h in st["hosts"]:
         step(f"{h['name']}: namespaces and libvirtd")
         netsetup.add_netns(h["netns"])
@@ -129,10 +132,12 @@ def _start_hosts(st: dict[str, Any], save: Callable[[], None], step: Step) -> No
         netsetup.address_host(h["netns"], h["address"])
         root = Path(h["dir"])
         libvirthost.prepare_dirs(root, h, hosts_file)
+        migtls.ensure_host(st, h, ca)  # before libvirtd: qemu.conf names the directory
         holder = libvirthost.enter_namespaces(h, root, st["shared_path"])
         h["holder"] = holder.to_dict()
         save()
         h["libvirtd"] = libvirthost.start_libvirtd(holder, root).to_dict()
+        h["config"] = libvirthost.config_id(h)
         save()
     for h in st["hosts"]:
         uri = f"qemu+tcp://{h['address']}/system"
@@ -146,6 +151,52 @@ def _start_hosts(st: dict[str, Any], save: Callable[[], None], step: Step) -> No
             libvirthost.define_network(conn, netsetup.HOST_BRIDGE)
         finally:
             conn.close()
+
+
+IDLE_TIMEOUT = 120.0
+
+
+def _update_running(st: dict[str, Any], step: Step) -> None:
+    """Bring the hosts of a bed that is already up to this version's setup.
+
+    Certificates can change under a running libvirtd: QEMU loads them at each
+    migration. A changed qemu.conf or libvirtd.conf (e.g. a bed started before
+    the migration PKI existed) needs libvirtd restarted; the guests keep
+    running meanwhile (libvirtd reconnects to their QEMU), but a job in flight
+    would fail, so a host restarts only once it has none.
+    """
+    issued = migtls.ensure(st)
+    if issued:
+        step(f"migration TLS certificates issued for {', '.join(issued)}")
+    for h in st["hosts"]:
+        if h.get("config") != libvirthost.config_id(h):
+            step(f"{h['name']}: restarting libvirtd for its new configuration "
+                 "(guests keep running)")
+            _restart_libvirtd(h, lambda: state.write_state(st))
+
+
+def _wait_idle(uri: str, host: str) -> None:
+    deadline = time.monotonic() + IDLE_TIMEOUT
+    while busy := libvirthost.busy_domains(uri):
+        if time.monotonic() > deadline:
+            raise OperationFailed(f"{host}: libvirtd must restart for a new configuration, but "
+                                  f"{', '.join(busy)} still had a job after "
+                                  f"{IDLE_TIMEOUT:.0f} s; run `vmshift testbed up` again later")
+        time.sleep(1)
+
+
+def _restart_libvirtd(h: dict[str, Any], save: Callable[[], None]) -> None:
+    uri, root = f"qemu+tcp://{h['address']}/system", Path(h["dir"])
+    _wait_idle(uri, h["name"])
+    (root / "etc" / "libvirtd.conf").write_text(libvirthost.libvirtd_conf(h["host_uuid"]))
+    (root / "etc" / "qemu.conf").write_text(libvirthost.qemu_conf())
+    procs.stop(procs.Proc(**h["libvirtd"]))
+    daemon = libvirthost.start_libvirtd(procs.Proc(**h["holder"]), root)
+    h["libvirtd"] = daemon.to_dict()
+    save()  # the new daemon is the bed's, whatever happens next
+    libvirthost.wait_connect(uri, daemon, root / "log" / "libvirtd.log").close()
+    h["config"] = libvirthost.config_id(h)
+    save()
 
 
 STORAGE_KINDS = ("auto", "glusterfs", "directory")
@@ -174,6 +225,7 @@ def up(name: str, n_hosts: int = 2, step: Step = _quiet, storage_kind: str = "au
                 step("the shared volume is no longer mounted on this machine: mounting it again")
                 storage.remount_on_machine(st)
                 state.write_state(st)
+            _update_running(st, step)
             return bed_from_state(st)
         if st is not None:
             step("removing the remains of an earlier, incomplete bed")

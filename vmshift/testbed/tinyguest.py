@@ -102,6 +102,11 @@ def make_data_disk(conn: libvirt.virConnect, pool_name: str, vol_name: str) -> t
     return vol.path(), hashlib.sha256(content).hexdigest()
 
 
+def serial_log(name: str) -> str:
+    """The guest's console output as seen by one host, inside that host."""
+    return f"/var/log/libvirt/qemu/{name}.serial.log"
+
+
 def domain_xml(name: str, memory_mib: int, kernel: str, initrd: str, cmdline: str,
                disk: str, network: str) -> str:
     dom = etree.Element("domain", type="qemu")  # TCG: KVM is broken under nesting here
@@ -129,6 +134,9 @@ def domain_xml(name: str, memory_mib: int, kernel: str, initrd: str, cmdline: st
     etree.SubElement(nic, "rom", enabled="no")
     serial = etree.SubElement(devices, "serial", type="pty")
     etree.SubElement(serial, "target", port="0")
+    # Everything the guest printed, per host (each has its own /var/log/libvirt):
+    # a guest that dies after a migration leaves its last words here.
+    etree.SubElement(serial, "log", file=serial_log(name), append="on")
     console = etree.SubElement(devices, "console", type="pty")
     etree.SubElement(console, "target", type="serial", port="0")
     etree.SubElement(devices, "memballoon", model="none")

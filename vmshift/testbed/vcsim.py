@@ -3,7 +3,7 @@
 ``build()`` compiles ``vcsim/main.go`` against Debian's
 golang-github-vmware-govmomi-dev into ``$VMSHIFT_CACHE``, keyed by the
 source's hash, so a warm start costs no compile. ``start()`` makes a fresh CA
-and server certificate with the ``openssl`` CLI, a random password, and runs
+and server certificate (pki.py, the ``openssl`` CLI), a random password, and runs
 the simulator on 127.0.0.1 with a random free port. ``stop()`` ends it by PID.
 
 The simulator serves datastore files under ``/folder/...`` like ESXi does, so
@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vmshift.errors import OperationFailed
+from vmshift.testbed.pki import generate_ca, generate_server_cert  # tests use them from here
 
 SOURCE = Path(__file__).with_name("vcsim") / "main.go"
 GO_ENV = {"GOPATH": "/usr/share/gocode", "GO111MODULE": "off"}
@@ -93,47 +94,6 @@ def build() -> Path:
         if stale != target and ".building-" not in stale.name:
             stale.unlink(missing_ok=True)
     return target
-
-
-# --- certificates -----------------------------------------------------------
-
-def _openssl(*args: str) -> None:
-    result = subprocess.run(["openssl", *args], capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise OperationFailed(f"openssl {args[0]} failed: {result.stderr.strip()}")
-
-
-def generate_ca(directory: Path, name: str = "vmshift test-bed CA") -> tuple[Path, Path]:
-    """A self-signed CA (certificate, key) in ``directory``."""
-    directory.mkdir(parents=True, exist_ok=True)
-    cert, key = directory / "ca.pem", directory / "ca.key"
-    _openssl("req", "-x509", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-             "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "30",
-             "-subj", f"/CN={name}",
-             "-addext", "basicConstraints=critical,CA:TRUE",
-             "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-    key.chmod(0o600)
-    return cert, key
-
-
-def generate_server_cert(directory: Path, ca: tuple[Path, Path],
-                         host: str = "127.0.0.1") -> tuple[Path, Path]:
-    """A server certificate for ``host`` (IP SAN), signed by ``ca``."""
-    cert, key, csr = directory / "server.pem", directory / "server.key", directory / "server.csr"
-    ext = directory / "server.ext"
-    ext.write_text(f"subjectAltName=IP:{host},DNS:localhost\n"
-                   "basicConstraints=critical,CA:FALSE\n"
-                   "keyUsage=critical,digitalSignature\n"
-                   "extendedKeyUsage=serverAuth\n"
-                   "subjectKeyIdentifier=hash\n"
-                   "authorityKeyIdentifier=keyid\n")
-    _openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-             "-nodes", "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={host}")
-    key.chmod(0o600)
-    _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca[0]), "-CAkey", str(ca[1]),
-             "-set_serial", str(secrets.randbits(63)), "-days", "30",
-             "-extfile", str(ext), "-out", str(cert))
-    return cert, key
 
 
 # --- process ----------------------------------------------------------------
