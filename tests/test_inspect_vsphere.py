@@ -107,6 +107,7 @@ def test_download_dir_downloads_and_inspects_the_disk(vcenter, vcenter_vm, tmp_p
     result = inspect(vcenter, "--vm", name, "--download-dir", str(dest), "--json")
     doc = json.loads(result.stdout)
     assert (dest / "tiny.vmdk").is_file() and (dest / "tiny-flat.vmdk").is_file()
+    assert "vm" in doc, (result.returncode, result.stderr)  # the reason when inspection failed
     assert doc["vm"]["source_kind"] == "vsphere"
     assert [d["source"] for d in doc["inspection"]["disks"]] == [str(dest / "tiny.vmdk")]
     fs = [f for f in doc["inspection"]["filesystems"] if f["uuid"] == FS_UUID]

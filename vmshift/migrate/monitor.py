@@ -92,8 +92,8 @@ def set_throttle(dom: libvirt.virDomain, pct: int) -> None:
                                     libvirt.VIR_DOMAIN_AFFECT_LIVE)
 
 
-def apply(dom: libvirt.virDomain, act: Action, st: MonitorState, t: float) -> None:
-    rec = Applied(round(t, 2), act.kind.value, act.value, act.reason)
+def apply(dom: libvirt.virDomain, act: Action, st: MonitorState, rec: Applied) -> None:
+    """Carry out ACT; REC, already in the report, gets the outcome."""
     try:
         if act.kind == Kind.SET_DOWNTIME and act.value is not None:
             dom.migrateSetMaxDowntime(act.value, 0)
@@ -118,7 +118,6 @@ def apply(dom: libvirt.virDomain, act: Action, st: MonitorState, t: float) -> No
     except libvirt.libvirtError as exc:
         rec.ok, rec.error = False, exc.get_error_message()
         log.warning("%s failed: %s", act.kind.value, rec.error)
-    st.actions.append(rec)
 
 
 def pause_postcopy(dom: libvirt.virDomain, t: float, reason: str) -> Applied:
@@ -221,22 +220,9 @@ def monitor(dom: libvirt.virDomain, worker: threading.Thread, policy: Policy, s:
         st.last_stats = stats
         st.samples.append(to_sample(stats, st, elapsed))
         _trace(stats, st)
-        if not aborting and st.postcopy and _stalled(st, elapsed):
-            # Never abort after the switch (the guest runs on the destination):
-            # pause, so that vmshift's recovery can resume it (recover.py).
-            aborting = True
-            st.aborted_by = "postcopy-stall"
-            st.actions.append(pause_postcopy(
-                dom, elapsed, f"network: no progress for {STALL_S:.0f} s after the switch"))
         if not aborting and _stalled(st, elapsed):
             aborting = True
-            st.aborted_by = "stall"
-            st.actions.append(Applied(round(elapsed, 2), "abort", None,
-                                      f"network: no progress for {STALL_S:.0f} s"))
-            try:
-                dom.abortJob()
-            except libvirt.libvirtError as exc:
-                log.warning("abortJob failed: %s", exc.get_error_message())
+            _on_stall(dom, st, elapsed)
         if bar is not None:
             _show(bar, stats, st)
         if aborting:
@@ -244,13 +230,33 @@ def monitor(dom: libvirt.virDomain, worker: threading.Thread, policy: Policy, s:
         if not actuator.idle():
             continue  # the policy sees the effect of its last actions first
         for act in policy(st.samples, s, elapsed):
+            rec = Applied(round(elapsed, 2), act.kind.value, act.value, act.reason)
+            st.actions.append(rec)  # in the policy's order, whenever libvirt answers
             if act.kind == Kind.ABORT:
-                apply(dom, act, st, elapsed)  # at once, never queued behind a stuck call
+                apply(dom, act, st, rec)  # at once, never queued behind a stuck call
                 aborting = True
             else:
-                actuator.submit(lambda a=act, t=elapsed: apply(dom, a, st, t))
+                actuator.submit(lambda a=act, r=rec: apply(dom, a, st, r))
     actuator.close()
     return st
+
+
+def _on_stall(dom: libvirt.virDomain, st: MonitorState, elapsed: float) -> None:
+    """No byte moved for STALL_S: abort a pre-copy job (the VM stays on the
+    source). Never abort after the switch (the guest runs on the
+    destination): pause, so that vmshift's recovery can resume it."""
+    if st.postcopy:
+        st.aborted_by = "postcopy-stall"
+        st.actions.append(pause_postcopy(
+            dom, elapsed, f"network: no progress for {STALL_S:.0f} s after the switch"))
+        return
+    st.aborted_by = "stall"
+    st.actions.append(Applied(round(elapsed, 2), "abort", None,
+                              f"network: no progress for {STALL_S:.0f} s"))
+    try:
+        dom.abortJob()
+    except libvirt.libvirtError as exc:
+        log.warning("abortJob failed: %s", exc.get_error_message())
 
 
 def _trace(stats: dict[str, Any], st: MonitorState) -> None:
