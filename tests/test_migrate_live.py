@@ -200,7 +200,9 @@ def test_adaptive_switches_a_busy_guest_to_postcopy_within_the_caps(two_hosts, t
                               "500", "--postcopy", "--timeout", "120"))
     assert r.rc == 0, r.err
     doc = r.doc
-    assert 32 * 0.7 <= doc["dirty_rate_before_mib_s"] <= 32 * 1.3, doc["dirty_rate_before_mib_s"]
+    # page sampling is an estimate (28-48 MiB/s seen for this 32 MiB/s
+    # dirtier); what the decision needs is that it is above the 16 MiB/s cap
+    assert 16 < doc["dirty_rate_before_mib_s"] <= 64, doc["dirty_rate_before_mib_s"]
     switch = [x for x in doc["actions"] if x["kind"] == "postcopy"]
     assert doc["postcopy"] and len(switch) == 1 and "first pass" in switch[0]["reason"]
     # the downtime went to its cap before the switch (escalation order)
