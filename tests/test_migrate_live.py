@@ -203,8 +203,11 @@ def test_adaptive_switches_a_busy_guest_to_postcopy_within_the_caps(two_hosts, t
     # page sampling is an estimate (28-48 MiB/s seen for this 32 MiB/s
     # dirtier); what the decision needs is that it is above the 16 MiB/s cap
     assert 16 < doc["dirty_rate_before_mib_s"] <= 64, doc["dirty_rate_before_mib_s"]
-    switch = [x for x in doc["actions"] if x["kind"] == "postcopy"]
-    assert doc["postcopy"] and len(switch) == 1 and "first pass" in switch[0]["reason"]
+    # one switch took effect (libvirt may refuse one made before QEMU's job
+    # is active; the policy then asks again)
+    switch = [x for x in doc["actions"] if x["kind"] == "postcopy" and x["ok"]]
+    assert doc["postcopy"] and len(switch) == 1 and "first pass" in switch[0]["reason"], \
+        doc["actions"]
     # the downtime went to its cap before the switch (escalation order)
     kinds = [x["kind"] for x in doc["actions"]]
     assert kinds.index("postcopy") > max(i for i, k in enumerate(kinds) if k == "set_downtime")
