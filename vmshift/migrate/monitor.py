@@ -83,6 +83,16 @@ def job_active(stats: dict[str, Any]) -> bool:
     return stats.get("type") in (libvirt.VIR_DOMAIN_JOB_BOUNDED, libvirt.VIR_DOMAIN_JOB_UNBOUNDED)
 
 
+def active_job_stats(dom: libvirt.virDomain) -> dict[str, Any] | None:
+    """The running job's statistics; None when there is none (not started
+    yet, finished) or libvirt did not answer this time."""
+    try:
+        stats = dom.jobStats(0)
+    except libvirt.libvirtError:
+        return None
+    return stats if job_active(stats) else None
+
+
 def set_throttle(dom: libvirt.virDomain, pct: int) -> None:
     """Slow the guest's vCPUs to (100 - pct) % through the cgroup quota:
     a throttle vmshift controls at run time (QEMU's own auto-converge can
@@ -208,11 +218,8 @@ def monitor(dom: libvirt.virDomain, worker: threading.Thread, policy: Policy, s:
                 except libvirt.libvirtError as exc:
                     log.warning("abortJob failed: %s", exc.get_error_message())
             continue
-        try:
-            stats = dom.jobStats(0)
-        except libvirt.libvirtError:
-            continue
-        if not job_active(stats):
+        stats = active_job_stats(dom)
+        if stats is None:
             continue
         if not st.job_seen:
             st.job_seen = True

@@ -31,7 +31,7 @@ from vmshift.migrate.monitor import (
     Applied,
     Interrupt,
     MonitorState,
-    job_active,
+    active_job_stats,
     pause_postcopy,
 )
 from vmshift.output import Progress, notice
@@ -256,11 +256,8 @@ class Recoverer:
                 self.pause(dom, f"signal {self.interrupt.signal}")
                 paused = True
                 continue
-            try:
-                stats = dom.jobStats(0)
-            except libvirt.libvirtError:
-                continue
-            if not job_active(stats):
+            stats = active_job_stats(dom)
+            if stats is None:
                 continue
             done = int(stats.get("memory_processed", 0))
             bar.update_to(done, mem_left=f"{int(stats.get('memory_remaining', 0)) >> 20}M")
