@@ -13,6 +13,7 @@ from typing import Any
 
 import libvirt
 
+from vmshift.testbed import state
 from vmshift.testbed.hosts import TestHost
 
 VMSHIFT = str(Path(sys.executable).parent / "vmshift")
@@ -92,3 +93,14 @@ def qemu_img_identical(a: str, b: str) -> bool:
     p = subprocess.run(["qemu-img", "compare", "-U", a, b], capture_output=True, text=True,
                        timeout=120)
     return p.returncode == 0
+
+
+def daemon_logs(*hosts: TestHost, lines: int = 15) -> str:
+    """The last warnings and errors of each host's libvirtd, for a failure
+    message: the bed goes away with its logs when the run ends."""
+    parts = []
+    for h in hosts:
+        log = state.data_dir(h.bed) / h.name / "log" / "libvirtd.log"
+        text = log.read_text(errors="replace").splitlines()[-lines:] if log.exists() else []
+        parts.append(f"--- {h.bed}/{h.name} libvirtd.log\n" + "\n".join(text))
+    return "\n".join(parts)

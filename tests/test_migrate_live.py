@@ -95,6 +95,11 @@ def test_keep_source_and_dry_run(two_hosts, tiny_guest):
     g.wait_ready()
     dry = vmshift(*migrate_args("live", g.name, a, b, "--dry-run"))
     assert dry.rc == 0 and dry.doc["ok"] and "dry run" in dry.doc["notes"][0]
+    assert not any("recovered" in n for n in dry.doc["notes"])
+    dry = vmshift(*migrate_args("live", g.name, a, b, "--dry-run", "--postcopy",
+                                "--recover-timeout", "90"))
+    assert dry.rc == 0 and "escalation allowed: post-copy" in dry.doc["notes"]
+    assert any("recovered for up to 90 s" in n for n in dry.doc["notes"]), dry.doc["notes"]
     assert state_on(a, g.name) == (True, True) and state_on(b, g.name) is None
     r = vmshift(*migrate_args("live", g.name, a, b, "--keep-source"))
     assert r.rc == 0, r.err

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.migrate_support import migrate_args, state_on, vmshift
+from tests.migrate_support import daemon_logs, migrate_args, state_on, vmshift
 from vmshift.testbed import lifecycle, migtls, pki, state
 from vmshift.testbed.hosts import TestBed, TestHost
 from vmshift.testbed.tinyguest import TinyGuest
@@ -63,6 +63,7 @@ def assert_refused_and_still_on(g: TinyGuest, a: TestHost, b: TestHost) -> str:
     assert run.doc is not None and run.doc["kind"] == "error"
     detail = run.doc["error"]["detail"]
     assert detail["ok"] is False and detail["where"] == "VM running on the source"
+    assert detail["category"] == "tls", detail
     assert state_on(a, g.name) == (True, True)
     assert state_on(b, g.name) is None
     assert "PONG" in g.console("ping", host=a)
@@ -162,7 +163,7 @@ def test_bed_pki_is_made_kept_and_applied_to_a_running_bed() -> None:
         assert all(h["config"] for h in after["hosts"])
         assert "PONG" in g.console("ping", host=bed.hosta)
         run = vmshift(*migrate_args("live", g.name, bed.hosta, bed.hostb, *TLS))
-        assert run.rc == 0, (run.out, run.err)
+        assert run.rc == 0, (run.out, run.err, daemon_logs(bed.hosta, bed.hostb))
         assert "PONG" in g.console("ping", host=bed.hostb)
     finally:
         lifecycle.down(name)

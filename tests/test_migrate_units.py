@@ -62,6 +62,9 @@ def test_job_stats_become_samples_in_bytes():
     ("guest too busy: not complete after 60 s, job aborted", "guest-too-busy"),
     ("interrupted by signal 2: job aborted", "interrupted"),
     ("internal error: qemu unexpectedly closed the monitor", "destination"),
+    ("operation failed: job 'migration out' failed: The certificate hasn't got a known "
+     "issuer", "tls"),
+    ("job 'migration out' failed: TLS handshake failed: Connection reset by peer", "tls"),
     (None, None),
 ])
 def test_error_categories(msg, cat):

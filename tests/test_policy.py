@@ -280,6 +280,18 @@ def test_adaptive_with_a_premeasured_dirty_rate_switches_in_the_first_pass():
     assert blind.completed and blind.elapsed > 1.5 * res.elapsed
 
 
+def test_adaptive_waits_for_qemu_to_send_before_the_first_pass_switch():
+    """libvirt's job exists before QEMU's migration does (memory_total 0
+    while the destination is prepared); libvirt refuses a switch then."""
+    s = _with_premeasure(Settings(max_downtime_ms=500, postcopy=True,
+                                  bandwidth_bps=16 * MiB), BUSY)
+    preparing = Sample(0.3, 0, 0, 0.0, 0.0, 1, downtime_limit_ms=500)
+    assert all(a.kind != Kind.POSTCOPY for a in adaptive([preparing], s, 0.3))
+    sending = Sample(0.8, BUSY.ram, BUSY.ram - 8 * MiB, 0.0, 16 * MiB, 1,
+                     downtime_limit_ms=500)
+    assert [a.kind for a in adaptive([preparing, sending], s, 0.8)] == [Kind.POSTCOPY]
+
+
 def test_adaptive_premeasure_of_an_easy_guest_changes_nothing():
     work = Workload(256 * MiB, 2 * MiB, 16 * MiB)
     s = _with_premeasure(Settings(max_downtime_ms=500, postcopy=True), work)

@@ -164,6 +164,10 @@ def _first_pass_switch(history: Sequence[Sample], s: Settings, downtime: int) ->
     is judged from pass 2 on)."""
     if not s.postcopy or s.auto_converge or not precopy_hopeless(history, s):
         return []
+    if history[-1].memory_total <= 0:
+        # libvirt's job is up but QEMU has not started sending (the
+        # destination is still being prepared): a switch now is refused.
+        return []
     bw = _rate(history)[0] or (s.bandwidth_bps or 0.0)
     dirty = s.premeasured_dirty_bps or 0.0
     acts = []

@@ -203,6 +203,9 @@ def _migrate(domain: str, source: str, dest: str, force: tuple[str, ...], json_m
                 click.echo(preflight.render(findings), err=True)
             preflight.refuse_if_blocked(findings)
             rep.ok, rep.notes = True, ["dry run: nothing changed", *describe(req)]
+            if req.settings.postcopy:
+                rep.notes.append("after the post-copy switch, a broken link is recovered "
+                                 f"for up to {kw['recover_timeout']:g} s (--recover-timeout)")
             _finish(rep, json_mode)
             return
         t0 = time.monotonic()

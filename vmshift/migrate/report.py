@@ -63,12 +63,16 @@ def fill_from_job(rep: Report, st: MonitorState | None, completed: dict[str, Any
 
 
 def categorise(error: str | None) -> str | None:
-    """Errors by kind: preflight, network, destination, guest too busy."""
+    """Errors by kind: guest too busy, tls, network, interrupted, destination."""
     if not error:
         return None
     e = error.lower()
     if "not complete after" in e or "cannot converge" in e:
         return "guest-too-busy"
+    # Before "network": a refused handshake ends in a closed connection too,
+    # but what the admin must fix is a certificate, not a link.
+    if any(w in e for w in ("tls", "certificate", "x509")):
+        return "tls"
     if any(w in e for w in ("connection", "network", "socket", "broken pipe", "reset by peer",
                             "timed out", "unreachable", "end of file")):
         return "network"
