@@ -19,7 +19,8 @@ class Report:
     ok: bool
     policy: str | None = None
     error: str | None = None
-    category: str | None = None  # preflight | network | destination | guest-too-busy
+    # preflight | tls | network | destination | guest-too-busy | interrupted
+    category: str | None = None
     total_time_s: float | None = None
     downtime_ms: int | None = None  # achieved, from the completed job's statistics
     downtime_from: str | None = None  # whose record: "destination" or "source"
