@@ -56,6 +56,7 @@ def test_live_with_bandwidth_cap_and_downtime_cap(two_hosts, tiny_guest):
     assert doc["ok"] and doc["kind"] == "migrate" and doc["schema_version"]
     _assert_moved(g, a, b)
     assert doc["downtime_ms"] is not None and doc["downtime_ms"] <= 500
+    assert doc["downtime_cap_ms"] == 500 and not any("over the" in n for n in doc["notes"])
     expected = doc["bytes_transferred"] / MiB / cap
     assert 0.8 * expected <= doc["total_time_s"] <= 1.5 * expected, (doc, expected)
     # the policy acted and said when

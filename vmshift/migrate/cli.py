@@ -212,6 +212,8 @@ def _migrate(domain: str, source: str, dest: str, force: tuple[str, ...], json_m
         out = run_migration(req, src, dst, dom, json_mode)
         rep.total_time_s = round(time.monotonic() - t0, 2)
         report.fill_from_job(rep, out.state, out.completed_stats)
+        if live:  # a suspended migration pauses the guest for the whole copy
+            report.judge_downtime(rep, req.settings.max_downtime_ms)
         if out.premeasured_dirty_bps is not None:
             rep.dirty_rate_before_mib_s = round(out.premeasured_dirty_bps / (1 << 20), 1)
         if out.throttle_by_qemu:
