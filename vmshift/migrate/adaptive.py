@@ -68,12 +68,17 @@ def needed_downtime_ms(history: Sequence[Sample]) -> float | None:
     return _redirtied(history) / bw * 1000.0
 
 
+def _pass_boundaries(history: Sequence[Sample]) -> list[tuple[Sample, Sample]]:
+    """(last sample of a pass, first sample of the next) for each pass after
+    the first."""
+    return [(prev, h) for prev, h in zip(history, history[1:], strict=False)
+            if h.iteration != prev.iteration and h.iteration >= 2]
+
+
 def pass_starts(history: Sequence[Sample]) -> list[int]:
     """Remaining memory at the start of each pass after the first: the size
     of what the guest re-dirtied during the previous pass."""
-    return [h.memory_remaining + h.disk_remaining
-            for prev, h in zip(history, history[1:], strict=False)
-            if h.iteration != prev.iteration and h.iteration >= 2]
+    return [h.memory_remaining + h.disk_remaining for _, h in _pass_boundaries(history)]
 
 
 def converging(history: Sequence[Sample]) -> bool:
@@ -91,9 +96,8 @@ def converging(history: Sequence[Sample]) -> bool:
 def _stuck_passes(history: Sequence[Sample]) -> int:
     """How many passes in a row started while throttled without shrinking."""
     n = 0
-    rows = [(prev, h) for prev, h in zip(history, history[1:], strict=False)
-            if h.iteration != prev.iteration and h.iteration >= 2]
-    sizes = [h.memory_remaining + h.disk_remaining for _, h in rows]
+    rows = _pass_boundaries(history)
+    sizes = pass_starts(history)
     for i in range(len(rows) - 1, 0, -1):
         if rows[i][0].throttle_pct == 0 or sizes[i] < 0.8 * sizes[i - 1]:
             break
@@ -109,11 +113,9 @@ def _pass_changed(history: Sequence[Sample]) -> bool:
 
 def adaptive(history: Sequence[Sample], s: Settings, elapsed: float) -> list[Action]:
     """vmshift's policy; see the module docstring for the escalation order."""
-    if not history:
+    if terminal(history):
         return []
     last = history[-1]
-    if terminal(last):
-        return []
     cap = s.max_downtime_ms
     # Deadlines first: they override the prediction, but still in order
     # (the downtime goes to its cap before post-copy or the timeout action).
@@ -147,12 +149,17 @@ def adaptive(history: Sequence[Sample], s: Settings, elapsed: float) -> list[Act
     return out.actions
 
 
+def _link_rate(history: Sequence[Sample], s: Settings) -> float:
+    """The measured transfer rate, or the --bandwidth cap before there is one."""
+    return _rate(history)[0] or (s.bandwidth_bps or 0.0)
+
+
 def precopy_hopeless(history: Sequence[Sample], s: Settings) -> bool:
     """From the dirty rate measured before the job: the guest re-dirties
     memory faster than the link carries it (so no later pass shrinks), and
     what it dirties in a second does not fit in the downtime cap either."""
     dirty = s.premeasured_dirty_bps
-    bw = _rate(history)[0] or (s.bandwidth_bps or 0.0)
+    bw = _link_rate(history, s)
     if dirty is None or bw <= 0:
         return False
     return dirty * SAFETY >= bw and dirty / bw * 1000.0 > s.max_downtime_ms
@@ -168,7 +175,7 @@ def _first_pass_switch(history: Sequence[Sample], s: Settings, downtime: int) ->
         # libvirt's job is up but QEMU has not started sending (the
         # destination is still being prepared): a switch now is refused.
         return []
-    bw = _rate(history)[0] or (s.bandwidth_bps or 0.0)
+    bw = _link_rate(history, s)
     dirty = s.premeasured_dirty_bps or 0.0
     acts = []
     if downtime < s.max_downtime_ms:  # the order holds: the cap first

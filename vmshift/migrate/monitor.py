@@ -210,13 +210,9 @@ def monitor(dom: libvirt.virDomain, worker: threading.Thread, policy: Policy, s:
             if st.postcopy:
                 log.warning("interrupted after the post-copy switch: the guest already runs "
                             "on the destination, not aborting")
-            else:
-                try:
-                    dom.abortJob()
-                    st.actions.append(Applied(round(elapsed, 2), "abort", None,
-                                              f"signal {interrupt.signal}"))
-                except libvirt.libvirtError as exc:
-                    log.warning("abortJob failed: %s", exc.get_error_message())
+            elif _abort_job(dom):
+                st.actions.append(Applied(round(elapsed, 2), "abort", None,
+                                          f"signal {interrupt.signal}"))
             continue
         stats = active_job_stats(dom)
         if stats is None:
@@ -260,10 +256,17 @@ def _on_stall(dom: libvirt.virDomain, st: MonitorState, elapsed: float) -> None:
     st.aborted_by = "stall"
     st.actions.append(Applied(round(elapsed, 2), "abort", None,
                               f"network: no progress for {STALL_S:.0f} s"))
+    _abort_job(dom)
+
+
+def _abort_job(dom: libvirt.virDomain) -> bool:
+    """Abort a pre-copy job (the VM stays on the source); False if libvirt refused."""
     try:
         dom.abortJob()
     except libvirt.libvirtError as exc:
         log.warning("abortJob failed: %s", exc.get_error_message())
+        return False
+    return True
 
 
 def _trace(stats: dict[str, Any], st: MonitorState) -> None:

@@ -128,11 +128,11 @@ def run_offline(req: OfflineRequest, src: libvirt.virConnect, dst: libvirt.virCo
 def _define_on_dest(dst: libvirt.virConnect, xml: str, req: OfflineRequest,
                     res: OfflineResult, has_tpm: bool) -> None:
     """Define with the copied disks' paths (state files keep theirs), and check it."""
-    new_xml = xmlmap.map_disks(xml, {c.target: c.dest_path for c in res.copied})
-    new_xml = xmlmap.map_networks(new_xml, req.network_map)
+    paths = {c.target: c.dest_path for c in res.copied}
+    new_xml = xmlmap.map_networks(xmlmap.map_disks(xml, paths), req.network_map)
     ddom = dst.defineXML(new_xml)
     try:
-        _verify_definition(ddom, {c.target: c.dest_path for c in res.copied})
+        _verify_definition(ddom, paths)
     except BaseException:
         quietly(ddom.undefineFlags, _undefine_flags(set(), has_tpm))  # the files go in rollback
         raise

@@ -157,9 +157,10 @@ Policy = Callable[[Sequence[Sample], Settings, float], list[Action]]
 
 # --------------------------------------------------------------------- helpers
 
-def terminal(last: Sample) -> bool:
-    """Past the point where a policy can still change anything."""
-    return last.postcopy_active or last.paused
+def terminal(history: Sequence[Sample]) -> bool:
+    """Nothing to act on yet, or past the point where a policy can still
+    change anything (switched to post-copy, or paused)."""
+    return not history or history[-1].postcopy_active or history[-1].paused
 
 
 def timeout_actions(s: Settings, elapsed: float, limit: float | None) -> list[Action]:
@@ -177,11 +178,9 @@ def timeout_actions(s: Settings, elapsed: float, limit: float | None) -> list[Ac
 
 def fixed(history: Sequence[Sample], s: Settings, elapsed: float) -> list[Action]:
     """The user's values, applied once; post-copy and timeout at their times."""
-    if not history:
+    if terminal(history):
         return []
     last = history[-1]
-    if terminal(last):
-        return []
     out = Decision()
     if last.downtime_limit_ms != s.max_downtime_ms:
         out.add(Kind.SET_DOWNTIME, s.max_downtime_ms, "--max-downtime")
@@ -219,11 +218,9 @@ def nova_downtime_steps(s: Settings) -> Iterator[tuple[int, int]]:
 def nova(history: Sequence[Sample], s: Settings, elapsed: float) -> list[Action]:
     """Nova's monitor: the last step whose time has passed, then the
     completion timeout (scaled by data size) with its timeout action."""
-    if not history:
+    if terminal(history):
         return []
     last = history[-1]
-    if terminal(last):
-        return []
     out = Decision()
     due = None
     for at, downtime in nova_downtime_steps(s):

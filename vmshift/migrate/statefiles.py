@@ -142,6 +142,10 @@ class HostDirs:
         self._mine[d] = pool
         return pool
 
+    def volume_at(self, path: str) -> libvirt.virStorageVol | None:
+        """The file or directory at PATH as a volume, or None when absent."""
+        return _lookup(self.pool(posixpath.dirname(path)), posixpath.basename(path))
+
     def release(self, directory: str) -> None:
         """Stop using the pool over DIRECTORY (before that directory is removed)."""
         d = posixpath.normpath(directory)
@@ -273,7 +277,7 @@ class StateCopier:
                                   f"{self.dst.last_error}")
         ppool = self._dest_dir(parent)
         name = posixpath.basename(directory)
-        perms = _permissions(_lookup(self.src.pool(parent), name))
+        perms = _permissions(self.src.volume_at(directory))
         try:
             ppool.createXML(_volume_xml(name, "dir", perms), 0)
         except libvirt.libvirtError as exc:
@@ -297,7 +301,7 @@ class StateCopier:
         self._made_dirs.clear()
 
     def _delete_on_dest(self, path: str) -> None:
-        vol = _lookup(self.dst.pool(posixpath.dirname(path)), posixpath.basename(path))
+        vol = self.dst.volume_at(path)
         if vol is not None:
             vol.delete(0)
 
@@ -307,7 +311,7 @@ class StateCopier:
         for c in copies:
             if c.status != "copied" or not c.verified:
                 continue
-            vol = _lookup(self.src.pool(posixpath.dirname(c.path)), posixpath.basename(c.path))
+            vol = self.src.volume_at(c.path)
             if vol is not None:
                 vol.delete(0)
                 deleted.append(c.path)

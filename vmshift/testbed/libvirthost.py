@@ -75,6 +75,12 @@ def config_id(host: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def write_confs(root: Path, host: dict[str, Any]) -> None:
+    """The daemon's configuration, as config_id names it."""
+    (root / "etc" / "libvirtd.conf").write_text(libvirtd_conf(host["host_uuid"]))
+    (root / "etc" / "qemu.conf").write_text(qemu_conf())
+
+
 def prepare_dirs(root: Path, host: dict[str, Any], hosts_file: str) -> None:
     """Fill the host's private directories: a copy of /etc/libvirt, its confs."""
     for sub in PRIVATE_DIRS:
@@ -90,8 +96,7 @@ def prepare_dirs(root: Path, host: dict[str, Any], hosts_file: str) -> None:
     shutil.rmtree(etc / "qemu" / "networks" / "autostart", ignore_errors=True)
     for xml in (etc / "qemu").glob("*.xml"):
         xml.unlink()
-    (etc / "libvirtd.conf").write_text(libvirtd_conf(host["host_uuid"]))
-    (etc / "qemu.conf").write_text(qemu_conf())
+    write_confs(root, host)
     (root / "lib" / "vmshift-private").mkdir(exist_ok=True)
     seed_qemu_caps(root)
     (root / "hosts").write_text(hosts_file)

@@ -188,8 +188,7 @@ def _wait_idle(uri: str, host: str) -> None:
 def _restart_libvirtd(h: dict[str, Any], save: Callable[[], None]) -> None:
     uri, root = f"qemu+tcp://{h['address']}/system", Path(h["dir"])
     _wait_idle(uri, h["name"])
-    (root / "etc" / "libvirtd.conf").write_text(libvirthost.libvirtd_conf(h["host_uuid"]))
-    (root / "etc" / "qemu.conf").write_text(libvirthost.qemu_conf())
+    libvirthost.write_confs(root, h)
     procs.stop(procs.Proc(**h["libvirtd"]))
     daemon = libvirthost.start_libvirtd(procs.Proc(**h["holder"]), root)
     h["libvirtd"] = daemon.to_dict()

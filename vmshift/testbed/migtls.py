@@ -85,7 +85,6 @@ def ensure_host(st: dict[str, Any], h: dict[str, Any], ca: tuple[Path, Path]) ->
     return True
 
 
-
 def install(target: Path, ca_cert: Path, server: tuple[Path, Path],
             client: tuple[Path, Path]) -> None:
     """Copy a set into TARGET under the names QEMU looks for."""
