@@ -19,7 +19,9 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +38,11 @@ from vmshift.testbed.storage import is_mounted
 
 DATA_DISK_MIB = 4
 READY_TIMEOUT = 120.0
+# How long removing a guest waits for a migration call libvirt still runs: a
+# post-copy resume left pending while the link was down sits in the source
+# daemon's TCP connect to the destination, whose SYN retries back off to a
+# minute and more, and holds the domain's job until then.
+PENDING_JOB_S = 240.0
 
 
 def bed_of(host: TestHost) -> TestBed:
@@ -211,9 +218,9 @@ class TinyGuest:
             except libvirt.libvirtError:
                 continue
             if dom.isActive():
-                dom.destroy()
+                _outlasting_jobs(dom.destroy)
             if dom.isPersistent():
-                dom.undefine()
+                _outlasting_jobs(dom.undefine)
         self._remove_disks()
         for conn in self._conns.values():
             conn.close()
@@ -232,6 +239,20 @@ class TinyGuest:
 
     def _pool_name(self) -> str:
         return self.bed.shared_pool if self.disk_pool == "shared" else self.host.private_pool
+
+
+def _outlasting_jobs(call: Callable[[], object]) -> None:
+    """CALL (a destroy or undefine), retried while libvirt times out on the
+    domain's job lock held by a call still in flight."""
+    deadline = time.monotonic() + PENDING_JOB_S
+    while True:
+        try:
+            call()
+            return
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_OPERATION_TIMEOUT \
+                    or time.monotonic() >= deadline:
+                raise
 
 
 def tiny_guest(host: TestHost, *, name: str | None = None, memory_mib: int = 256,
