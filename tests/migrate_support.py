@@ -95,12 +95,13 @@ def qemu_img_identical(a: str, b: str) -> bool:
     return p.returncode == 0
 
 
-def daemon_logs(*hosts: TestHost, lines: int = 15) -> str:
-    """The last warnings and errors of each host's libvirtd, for a failure
-    message: the bed goes away with its logs when the run ends."""
+def daemon_logs(*hosts: TestHost, lines: int = 40) -> str:
+    """The last lines of each host's libvirtd log and of its QEMU logs, for a
+    failure message: the bed goes away with its logs when the run ends."""
     parts = []
     for h in hosts:
-        log = state.data_dir(h.bed) / h.name / "log" / "libvirtd.log"
-        text = log.read_text(errors="replace").splitlines()[-lines:] if log.exists() else []
-        parts.append(f"--- {h.bed}/{h.name} libvirtd.log\n" + "\n".join(text))
+        logdir = state.data_dir(h.bed) / h.name / "log"
+        for log in [logdir / "libvirtd.log", *sorted(logdir.glob("qemu/*.log"))]:
+            text = log.read_text(errors="replace").splitlines()[-lines:]
+            parts.append(f"--- {h.bed}/{h.name} {log.relative_to(logdir)}\n" + "\n".join(text))
     return "\n".join(parts)

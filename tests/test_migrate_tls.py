@@ -163,7 +163,8 @@ def test_bed_pki_is_made_kept_and_applied_to_a_running_bed() -> None:
         assert all(h["config"] for h in after["hosts"])
         assert "PONG" in g.console("ping", host=bed.hosta)
         run = vmshift(*migrate_args("live", g.name, bed.hosta, bed.hostb, *TLS))
-        assert run.rc == 0, (run.out, run.err, daemon_logs(bed.hosta, bed.hostb))
+        assert run.rc == 0, "\n".join([run.err, run.out,
+                                         daemon_logs(bed.hosta, bed.hostb)])
         assert "PONG" in g.console("ping", host=bed.hostb)
     finally:
         lifecycle.down(name)

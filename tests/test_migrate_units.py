@@ -7,7 +7,15 @@ import pytest
 from lxml import etree
 
 from vmshift.migrate import recover, report, statefiles, xmlmap
-from vmshift.migrate.monitor import MonitorState, job_active, to_sample
+from vmshift.migrate.monitor import (
+    SETUP_S,
+    STALL_S,
+    MonitorState,
+    job_active,
+    stall_reason,
+    stalled,
+    to_sample,
+)
 from vmshift.migrate.statefiles import StateCopy, StateLocation
 
 DOM = """<domain type='qemu'><name>x</name><os><nvram>/old/nvram.fd</nvram></os><devices>
@@ -119,3 +127,27 @@ def test_a_pause_over_the_downtime_cap_is_reported():
     within = report.Report("g", "live", "a", "b", ok=True, downtime_ms=500)
     report.judge_downtime(within, 500)
     assert within.notes == [] and within.downtime_cap_ms == 500
+
+
+def _stall_clock(points: list[tuple[float, int]]) -> tuple[MonitorState, list[bool]]:
+    """Feed (elapsed, bytes moved) samples to the stall check, as the monitor does."""
+    st, seen = MonitorState(downtime_ms=300), []
+    for t, moved in points:
+        st.last_stats = {"memory_processed": moved}
+        seen.append(stalled(st, t))
+    return st, seen
+
+
+def test_a_job_still_setting_up_is_not_a_stall_until_setup_s():
+    # the destination starting its QEMU and the QEMUs connecting move no byte
+    st, seen = _stall_clock([(0.0, 0), (STALL_S + 1, 0), (SETUP_S - 1, 0), (SETUP_S + 0.5, 0)])
+    assert seen == [False, False, False, True]
+    assert stall_reason(st) == f"network: no progress for {SETUP_S + 0.5:.0f} s " \
+                               "(no byte moved since the job started)"
+
+
+def test_once_bytes_move_a_stall_is_declared_after_stall_s():
+    st, seen = _stall_clock([(0.0, 0), (30.0, 1 << 20), (30.0 + STALL_S - 1, 1 << 20),
+                             (30.0 + STALL_S, 1 << 20)])
+    assert seen == [False, False, False, True]
+    assert stall_reason(st) == f"network: no progress for {STALL_S:.0f} s"

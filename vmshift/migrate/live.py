@@ -21,7 +21,13 @@ from vmshift.migrate import xmlmap
 from vmshift.migrate.dirtyrate import measure_dirty_rate
 from vmshift.migrate.facts import Options
 from vmshift.migrate.jobevents import CompletedJob
-from vmshift.migrate.monitor import STALL_S, Interrupt, MonitorState, monitor, set_throttle
+from vmshift.migrate.monitor import (
+    Interrupt,
+    MonitorState,
+    monitor,
+    set_throttle,
+    stall_reason,
+)
 from vmshift.migrate.policies import get_policy
 from vmshift.migrate.policy import Settings, initial_downtime_ms, nova_data_gb
 from vmshift.output import Progress
@@ -253,9 +259,9 @@ def run_migration(req: LiveRequest, src: libvirt.virConnect, dest: libvirt.virCo
     elif st.aborted_by == "signal":
         err = f"interrupted by signal {interrupt.signal}: job aborted ({err})"
     elif err and st.aborted_by == "postcopy-stall":
-        err = f"network: no progress for {STALL_S:.0f} s after the post-copy switch ({err})"
+        err = f"network: no progress for {st.stalled_s:.0f} s after the post-copy switch ({err})"
     elif err and st.aborted_by == "stall":
-        err = f"network: no progress for {STALL_S:.0f} s, job aborted ({err})"
+        err = f"{stall_reason(st)}, job aborted ({err})"
     elif err and st.aborted_by == "timeout":
         why = next((a.reason for a in reversed(st.actions) if a.kind == "abort"), "timeout")
         err = f"guest too busy: {why}, job aborted ({err})"

@@ -34,6 +34,11 @@ POLL_S = 0.5
 # No byte moved for this long: the link or the destination is gone. QEMU
 # would otherwise wait for TCP to give up (minutes), the guest still fine.
 STALL_S = 15.0
+# Until the first byte moves, libvirt is still setting the job up: the
+# destination starts its QEMU (seconds on a loaded host, minutes when it
+# preallocates large memory) and the two QEMUs connect (with --tls, a
+# handshake). A stall then is only declared after this much longer wait.
+SETUP_S = 120.0
 VCPU_PERIOD_US = 100_000
 
 
@@ -61,6 +66,7 @@ class MonitorState:
     qemu_throttles: bool = False
     progress_bytes: int = -1
     progress_at: float = 0.0
+    stalled_s: float = 0.0  # how long nothing had moved when the monitor gave up
 
 
 def to_sample(stats: dict[str, Any], st: MonitorState, elapsed: float) -> Sample:
@@ -223,7 +229,7 @@ def monitor(dom: libvirt.virDomain, worker: threading.Thread, policy: Policy, s:
         st.last_stats = stats
         st.samples.append(to_sample(stats, st, elapsed))
         _trace(stats, st)
-        if not aborting and _stalled(st, elapsed):
+        if not aborting and stalled(st, elapsed):
             aborting = True
             _on_stall(dom, st, elapsed)
         if bar is not None:
@@ -245,18 +251,22 @@ def monitor(dom: libvirt.virDomain, worker: threading.Thread, policy: Policy, s:
 
 
 def _on_stall(dom: libvirt.virDomain, st: MonitorState, elapsed: float) -> None:
-    """No byte moved for STALL_S: abort a pre-copy job (the VM stays on the
+    """No byte moved for too long: abort a pre-copy job (the VM stays on the
     source). Never abort after the switch (the guest runs on the
     destination): pause, so that vmshift's recovery can resume it."""
     if st.postcopy:
         st.aborted_by = "postcopy-stall"
         st.actions.append(pause_postcopy(
-            dom, elapsed, f"network: no progress for {STALL_S:.0f} s after the switch"))
+            dom, elapsed, f"network: no progress for {st.stalled_s:.0f} s after the switch"))
         return
     st.aborted_by = "stall"
-    st.actions.append(Applied(round(elapsed, 2), "abort", None,
-                              f"network: no progress for {STALL_S:.0f} s"))
+    st.actions.append(Applied(round(elapsed, 2), "abort", None, stall_reason(st)))
     _abort_job(dom)
+
+
+def stall_reason(st: MonitorState) -> str:
+    setup = " (no byte moved since the job started)" if st.progress_bytes <= 0 else ""
+    return f"network: no progress for {st.stalled_s:.0f} s{setup}"
 
 
 def _abort_job(dom: libvirt.virDomain) -> bool:
@@ -282,13 +292,15 @@ def _progress(stats: dict[str, Any]) -> int:
     return int(stats.get("memory_processed", 0)) + int(stats.get("disk_processed", 0))
 
 
-def _stalled(st: MonitorState, now: float) -> bool:
-    """True when the transferred byte count has not moved for STALL_S."""
+def stalled(st: MonitorState, now: float) -> bool:
+    """True when the transferred byte count has not moved for STALL_S, or
+    for SETUP_S while none has moved yet."""
     current = _progress(st.last_stats)
     if current != st.progress_bytes:
         st.progress_bytes, st.progress_at = current, now
         return False
-    return now - st.progress_at >= STALL_S
+    st.stalled_s = now - st.progress_at
+    return st.stalled_s >= (SETUP_S if current <= 0 else STALL_S)
 
 
 def _apply_initial(dom: libvirt.virDomain, st: MonitorState, t: float) -> None:

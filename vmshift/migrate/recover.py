@@ -24,6 +24,7 @@ from typing import Any
 import libvirt
 
 from vmshift.migrate import report
+from vmshift.migrate.jobevents import CompletedJob
 from vmshift.migrate.live import LiveOutcome, LiveRequest
 from vmshift.migrate.monitor import (
     POLL_S,
@@ -161,6 +162,7 @@ class Recoverer:
         self.pauses: list[dict[str, Any]] = []
         self.deadline = 0.0
         self.pending = ""  # why vmshift left a resume call in flight, if it did
+        self.completed: dict[str, Any] = {}  # the source's record of the resumed job
 
     def say(self, message: str) -> None:
         notice(f"vmshift: post-copy recovery: {message}", self.json_mode)
@@ -207,6 +209,7 @@ class Recoverer:
 
         th = threading.Thread(target=worker, name="vmshift-recover", daemon=True)
         bar = Progress(f"recover {self.req.domain}", None, json_mode=self.json_mode)
+        completion = CompletedJob(dom.connect(), dom)
         try:
             th.start()
             gave_up = self.watch(dom, th, bar)
@@ -217,6 +220,9 @@ class Recoverer:
             att.error = f"{gave_up}; libvirt's call is still pending"
         else:
             att.ok, att.error = "error" not in result, result.get("error")
+        if att.ok:  # QEMU's counters run on across a resume: the whole job's bytes
+            self.completed = completion.wait()
+        completion.close()
         return att
 
     def watch(self, dom: libvirt.virDomain, th: threading.Thread, bar: Progress) -> str | None:
@@ -367,10 +373,13 @@ def finish(rep: report.Report, req: LiveRequest, dom: libvirt.virDomain, out: Li
            timeout: float, t0: float, json_mode: bool) -> None:
     """Recover a migration that failed after the post-copy switch; fill the
     report with the attempts and the outcome."""
-    rec = Recoverer(req, dom, out, t0, json_mode).run(timeout)
+    recoverer = Recoverer(req, dom, out, t0, json_mode)
+    rec = recoverer.run(timeout)
     rep.total_time_s = round(time.monotonic() - t0, 2)
     if rec.outcome == "recovered":
         rep.ok, rep.where = True, "VM running on the destination"
+        if recoverer.completed:
+            report.fill_bytes(rep, recoverer.completed, out.state.last_stats)
         rep.notes.append(f"post-copy failed ({out.error}); recovered after "
                          f"{len(rec.attempts)} attempt(s) in {rec.elapsed_s:g} s")
     else:

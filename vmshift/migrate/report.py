@@ -51,6 +51,14 @@ def fill_from_job(rep: Report, st: MonitorState | None, completed: dict[str, Any
     if completed and "downtime" in completed:
         rep.downtime_ms = int(completed["downtime"])
         rep.downtime_from = completed.get("downtime_from")
+    fill_bytes(rep, stats, last)
+    if st:
+        rep.actions = [asdict(a) for a in st.actions]
+        rep.postcopy = st.postcopy
+
+
+def fill_bytes(rep: Report, stats: dict[str, Any], last: dict[str, Any]) -> None:
+    """Bytes moved, from a job's statistics (LAST: the monitor's last sample)."""
     mem = stats.get("memory_processed")
     # The destination's record of a finished job has no disk figures; the
     # storage copy was complete by the last sample (it finishes first).
@@ -59,9 +67,6 @@ def fill_from_job(rep: Report, st: MonitorState | None, completed: dict[str, Any
         rep.memory_bytes = int(mem or 0)
         rep.disk_bytes = int(disk or 0)
         rep.bytes_transferred = rep.memory_bytes + rep.disk_bytes
-    if st:
-        rep.actions = [asdict(a) for a in st.actions]
-        rep.postcopy = st.postcopy
 
 
 def judge_downtime(rep: Report, cap_ms: int) -> None:
