@@ -56,7 +56,7 @@ def _redirtied(history: Sequence[Sample]) -> int:
     as pages are sent, which says nothing about what a stop would cost.)"""
     starts = pass_starts(history)
     last = history[-1]
-    return starts[-1] if starts else last.memory_remaining + last.disk_remaining
+    return starts[-1] if starts else last.remaining
 
 
 def needed_downtime_ms(history: Sequence[Sample]) -> float | None:
@@ -78,7 +78,7 @@ def _pass_boundaries(history: Sequence[Sample]) -> list[tuple[Sample, Sample]]:
 def pass_starts(history: Sequence[Sample]) -> list[int]:
     """Remaining memory at the start of each pass after the first: the size
     of what the guest re-dirtied during the previous pass."""
-    return [h.memory_remaining + h.disk_remaining for _, h in _pass_boundaries(history)]
+    return [h.remaining for _, h in _pass_boundaries(history)]
 
 
 def converging(history: Sequence[Sample]) -> bool:
@@ -97,7 +97,7 @@ def _stuck_passes(history: Sequence[Sample]) -> int:
     """How many passes in a row started while throttled without shrinking."""
     n = 0
     rows = _pass_boundaries(history)
-    sizes = pass_starts(history)
+    sizes = [h.remaining for _, h in rows]
     for i in range(len(rows) - 1, 0, -1):
         if rows[i][0].throttle_pct == 0 or sizes[i] < 0.8 * sizes[i - 1]:
             break

@@ -95,6 +95,11 @@ class Sample:
     postcopy_active: bool = False
     paused: bool = False
 
+    @property
+    def remaining(self) -> int:
+        """What is still to send, memory and disks."""
+        return self.memory_remaining + self.disk_remaining
+
 
 class TimeoutAction(StrEnum):
     ABORT = "abort"
