@@ -1,10 +1,11 @@
 """One bed host: a libvirtd in its own network, mount and UTS namespaces.
 
-The recipe (FIELD-NOTES): private /run/libvirt, /var/lib/libvirt,
-/etc/libvirt, /var/log/libvirt and /var/cache/libvirt bind-mounted in a mount
-namespace made with private propagation; a random host_uuid per host (libvirt
-refuses a migration "to the same host" otherwise); TCP without auth on the
-host's private address; stdio_handler="file" so no virtlogd is needed.
+The recipe (FIELD-NOTES): private /var/lib/libvirt, /etc/libvirt,
+/var/log/libvirt and /var/cache/libvirt bind-mounted in a mount namespace
+made with private propagation, and a tmpfs on /run/libvirt, as on a real
+host; a random host_uuid per host (libvirt refuses a migration "to the same
+host" otherwise); TCP without auth on the host's private address;
+stdio_handler="file" so no virtlogd is needed.
 Each host also gets its own hostname and an /etc/hosts naming every host of
 the bed, so even a migration without an explicit URI resolves the right peer.
 """
@@ -26,12 +27,17 @@ from vmshift.errors import OperationFailed
 from vmshift.testbed import migtls, procs
 
 PRIVATE_DIRS = {
-    "run": "/run/libvirt",
     "lib": "/var/lib/libvirt",
     "etc": "/etc/libvirt",
     "log": "/var/log/libvirt",
     "cache": "/var/cache/libvirt",
 }
+# libvirt saves a domain's status XML here, with an fsync, at every state
+# change, several inside a migration's pause: the source's STOP handler saves
+# it before libvirt sees the event that lets QEMU go on. On disk, with another
+# process writing, that one fsync held the pause for 185 ms. A real host has
+# /run on tmpfs.
+RUNTIME_DIR = "/run/libvirt"
 SHARED_POOL = "vmshift-shared"
 PRIVATE_POOL = "vmshift-private"
 PRIVATE_POOL_PATH = "/var/lib/libvirt/vmshift-private"  # inside each host
@@ -139,10 +145,13 @@ def enter_namespaces(host: dict[str, Any], root: Path, shared_path: str) -> proc
     for target in procs.foreign_mounts(holder.pid, [shared_path]):
         procs.nsenter(holder.pid, ["umount", "-l", target], net=False, check=False)
     procs.nsenter(holder.pid, ["hostname", host["name"]], net=False)
+    # /run/libvirt exists only once a system libvirtd ran: a mount point may be new.
     for sub, target in PRIVATE_DIRS.items():
-        # /run/libvirt exists only once a system libvirtd ran: the mount point may be new.
         Path(target).mkdir(parents=True, exist_ok=True)
         procs.nsenter(holder.pid, ["mount", "--bind", str(root / sub), target], net=False)
+    Path(RUNTIME_DIR).mkdir(parents=True, exist_ok=True)
+    procs.nsenter(holder.pid, ["mount", "-t", "tmpfs", "-o", "mode=0755,size=64m",
+                               "tmpfs", RUNTIME_DIR], net=False)
     procs.nsenter(holder.pid, ["mount", "--bind", str(root / "hosts"), "/etc/hosts"], net=False)
     return holder
 
