@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import time
+
 import libvirt
 import pytest
 from lxml import etree
@@ -115,6 +118,27 @@ def test_postcopy_retry_command_repeats_the_job_with_resume():
     assert cmd == ("virsh -c qemu+ssh://a/system migrate --live --p2p --persistent --postcopy "
                    "--postcopy-resume --bandwidth 8 --migrate-disks vda,vdb 'vm 1' "
                    "qemu+tcp://b/system")
+
+
+def test_a_host_that_does_not_answer_is_described_within_the_bound():
+    # A real listener on loopback that accepts and never speaks: libvirt's
+    # connect waits for its handshake as it waits for a host behind a cut
+    # link. vmshift describes where the guest is on its way out, after
+    # Ctrl-C too, so that look must not wait for TCP to give up.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        uri = f"qemu+tcp://127.0.0.1:{silent.getsockname()[1]}/system"
+        t0 = time.monotonic()
+        state = recover.describe_state(uri, "vm", timeout=1.5)
+        waited = time.monotonic() - t0
+    assert state == "state unknown, no answer in 1.5 s"
+    assert waited < 6.5
+
+
+def test_a_host_that_refuses_is_described_at_once():
+    with socket.create_server(("127.0.0.1", 0)) as srv:
+        port = srv.getsockname()[1]
+    state = recover.describe_state(f"qemu+tcp://127.0.0.1:{port}/system", "vm", timeout=30)
+    assert state.startswith("state unknown, unreachable: ")
 
 
 def test_a_pause_over_the_downtime_cap_is_reported():

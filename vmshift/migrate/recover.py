@@ -44,6 +44,8 @@ MAX_DELAY_S = 30.0
 # call waits for an answer that does not come (seen on TCG: the destination's
 # vCPU holds QEMU's main lock while it waits for a page still on the source).
 HUNG_S = 90.0
+# How long a look at a host may take before vmshift reports it unreachable.
+DESCRIBE_S = 10.0
 IN_POSTCOPY = (libvirt.VIR_DOMAIN_PAUSED_POSTCOPY, libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED)
 
 # virsh migrate's option for each flag and parameter vmshift may pass: the
@@ -129,8 +131,20 @@ def switched(dom: libvirt.virDomain, st: MonitorState) -> bool:
     return state == libvirt.VIR_DOMAIN_PAUSED and reason in IN_POSTCOPY
 
 
-def describe_state(conn_uri: str, name: str) -> str:
-    """The domain's state on one host, as libvirt names it; never raises."""
+def describe_state(conn_uri: str, name: str, timeout: float = DESCRIBE_S) -> str:
+    """The domain's state on one host, as libvirt names it; never raises and
+    never waits longer than TIMEOUT. After a broken link libvirt's connect
+    can hang until TCP gives up, minutes, and this runs on the way out,
+    after Ctrl-C too; the abandoned call ends in its daemon thread."""
+    found: list[str] = []
+    th = threading.Thread(target=lambda: found.append(_read_state(conn_uri, name)),
+                          name="vmshift-describe", daemon=True)
+    th.start()
+    th.join(timeout)
+    return found[0] if found else f"state unknown, no answer in {timeout:g} s"
+
+
+def _read_state(conn_uri: str, name: str) -> str:
     try:
         conn = libvirt.open(conn_uri)
     except libvirt.libvirtError as exc:
