@@ -145,7 +145,7 @@ def enter_namespaces(host: dict[str, Any], root: Path, shared_path: str) -> proc
     for target in procs.foreign_mounts(holder.pid, [shared_path]):
         procs.nsenter(holder.pid, ["umount", "-l", target], net=False, check=False)
     procs.nsenter(holder.pid, ["hostname", host["name"]], net=False)
-    # /run/libvirt exists only once a system libvirtd ran: a mount point may be new.
+    # A mount point may not exist yet: /run/libvirt does only once a system libvirtd ran.
     for sub, target in PRIVATE_DIRS.items():
         Path(target).mkdir(parents=True, exist_ok=True)
         procs.nsenter(holder.pid, ["mount", "--bind", str(root / sub), target], net=False)
