@@ -172,6 +172,10 @@ def test_content_extension_and_unsupported_checks(dense: Path, tmp_path: Path,
     flat.write_bytes(b"\x01" * 4096)
     code, err = run_cli(str(flat), str(tmp_path / "o2.qcow2"), capsys=capsys)
     assert code == 2 and "looks like a flat extent; pass the descriptor" in err
+    empty = tmp_path / "empty.vmdk"
+    empty.touch()
+    code, err = run_cli(str(empty), str(tmp_path / "o5.qcow2"), capsys=capsys)
+    assert code == 2 and f"{empty}: is empty (0 bytes), not a disk image" in err
     # ...unless the user says so; --source-format must still agree with the content.
     code, _ = run_cli("--dry-run", "--source-format", "raw", str(flat),
                       str(tmp_path / "o2.qcow2"), capsys=capsys)

@@ -47,10 +47,19 @@ def convert(*args: str, capsys: pytest.CaptureFixture[str] | None = None) -> dic
     code = main(["convert", "disk", "--json", *args])
     captured = capsys.readouterr() if capsys else None
     out = captured.out if captured else ""
-    assert code == 0, captured.err[-2000:] if captured else code
+    assert code == 0, (captured.err[-2000:] if captured else code, sources(args))
     EVENTS[:] = [json.loads(line) for line in (captured.err if captured else "").splitlines()
                  if line.startswith("{")]
     return json.loads(out) if out else {}
+
+
+def sources(args: tuple[str, ...]) -> dict[str, str]:
+    """What the source files held when a conversion failed: sizes and first bytes."""
+    def head(f: Path) -> str:
+        with open(f, "rb") as fh:
+            return f"{f.stat().st_size} B {fh.read(120)!r}"
+    dirs = {Path(a).parent for a in args if Path(a).is_file()}
+    return {str(f): head(f) for d in dirs for f in sorted(d.iterdir()) if f.is_file()}
 
 
 def info(path: Path) -> dict:

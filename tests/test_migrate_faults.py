@@ -232,6 +232,62 @@ def test_postcopy_recovery_gives_up_after_recover_timeout(fault_bed, guest):
         _destroy_on(b, guest.name)
 
 
+def _wait_source_state(host, name: str, wanted: list[int], timeout: float) -> None:
+    conn = host.connect()
+    try:
+        end = time.monotonic() + timeout
+        while conn.lookupByName(name).state() != wanted:
+            assert time.monotonic() < end, f"{name} on {host.name} never reached {wanted}"
+            time.sleep(0.5)
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("guest", ["shared"], indirect=True)
+def test_ctrl_c_during_postcopy_recovery_stops_retrying_but_never_aborts(fault_bed, guest):
+    """Ctrl-C while vmshift retries the resume: it stops retrying and exits 1
+    with the outcome "interrupted", where the guest is and the retry command.
+    It aborts nothing: after the switch no abort can bring the guest back,
+    so the source keeps the rest of its memory, paused."""
+    a, b = fault_bed.hosta, fault_bed.hostb
+    veth = _hostb_veth()
+    p = start(*migrate_args("live", guest.name, a, b, *POSTCOPY_EARLY,
+                            "--recover-timeout", "300"))
+    try:
+        try:
+            wait_postcopy(a, b, guest.name)
+            time.sleep(SETTLE_S)
+            subprocess.run(["ip", "link", "set", veth, "down"], check=True)
+            # vmshift's stall limit pauses the job: recovery has begun
+            _wait_source_state(a, guest.name, [libvirt.VIR_DOMAIN_PAUSED,
+                                               libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED], 90)
+            time.sleep(3)  # into the first resume attempt or the wait before the next
+            assert p.poll() is None, "vmshift ended before the interrupt"
+            p.send_signal(signal.SIGINT)
+            t0 = time.monotonic()
+            r = finish(p, timeout=120)
+            waited = time.monotonic() - t0
+            assert r.rc == 1, (r.rc, r.err)
+            assert "Traceback" not in r.err
+            assert "post-copy recovery interrupted" in r.err
+            rec = r.doc["error"]["detail"]["recovery"]
+            assert rec["outcome"] == "interrupted" and rec["elapsed_s"] < rec["timeout_s"], rec
+            assert waited < 60, f"took {waited:.0f} s to stop after Ctrl-C"
+            assert "--postcopy-resume" in rec["retry"] and f"retry: {rec['retry']}" in r.err
+            assert not any(x["kind"] == "abort" for x in r.doc["error"]["detail"]["actions"])
+            # nothing aborted: the source still holds the paused remainder
+            conn = a.connect()
+            try:
+                assert conn.lookupByName(guest.name).state() == [
+                    libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED]
+            finally:
+                conn.close()
+        finally:
+            subprocess.run(["ip", "link", "set", veth, "up"], check=True)
+    finally:
+        _destroy_on(b, guest.name)
+
+
 def _destroy_on(host, name: str) -> None:
     conn = host.connect()
     try:

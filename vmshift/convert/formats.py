@@ -48,6 +48,8 @@ def sniff(path: Path) -> str:
         raise bad_input(path, "is a directory, not a disk image") from None
     except OSError as exc:
         raise bad_input(path, f"cannot read: {exc.strerror}") from None
+    if not size:  # no format at all, and qemu-img would call it a 0-byte raw disk
+        raise bad_input(path, "is empty (0 bytes), not a disk image")
     if head[:4] in (vmdk.SPARSE_MAGIC, vmdk.COWD_MAGIC) or head[:8] == vmdk.SESPARSE_MAGIC:
         return "vmdk"
     if head[:4] == b"QFI\xfb":
