@@ -40,7 +40,17 @@ def start(*args: str) -> subprocess.Popen[str]:
 
 
 def finish(p: subprocess.Popen[str], timeout: float = 180) -> Run:
-    out, err = p.communicate(timeout=timeout)
+    """Wait for a vmshift started by start(). One that outlives TIMEOUT is
+    killed (no process of the test's is left behind) and its last words
+    are the failure message."""
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, err = p.communicate()
+        lines = [x for x in err.splitlines() if not x.startswith('{"event": "progress"')]
+        raise AssertionError(f"vmshift still running after {timeout:g} s; its stderr "
+                             "without progress lines ends: " + "\n".join(lines[-25:])) from None
     return Run(p.returncode, _doc(out), out, err)
 
 

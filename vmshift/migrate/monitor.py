@@ -67,6 +67,7 @@ class MonitorState:
     progress_bytes: int = -1
     progress_at: float = 0.0
     stalled_s: float = 0.0  # how long nothing had moved when the monitor gave up
+    interrupted: int | None = None  # the signal the user sent, whether or not it aborted
 
 
 def to_sample(stats: dict[str, Any], st: MonitorState, elapsed: float) -> Sample:
@@ -210,16 +211,20 @@ def monitor(dom: libvirt.virDomain, worker: threading.Thread, policy: Policy, s:
         if not worker.is_alive():
             break
         elapsed = time.monotonic() - t0
-        if interrupt.signal is not None and not aborting:
-            aborting = True
-            st.aborted_by = "signal"
+        if interrupt.signal is not None and st.interrupted is None:
+            st.interrupted = interrupt.signal
             if st.postcopy:
+                # Keep watching: a stall must still be paused, or QEMU waits
+                # for TCP to give up; recovery then sees the signal and stops.
                 log.warning("interrupted after the post-copy switch: the guest already runs "
                             "on the destination, not aborting")
-            elif _abort_job(dom):
-                st.actions.append(Applied(round(elapsed, 2), "abort", None,
-                                          f"signal {interrupt.signal}"))
-            continue
+            elif not aborting:
+                aborting = True
+                st.aborted_by = "signal"
+                if _abort_job(dom):
+                    st.actions.append(Applied(round(elapsed, 2), "abort", None,
+                                              f"signal {interrupt.signal}"))
+                continue
         stats = active_job_stats(dom)
         if stats is None:
             continue

@@ -173,6 +173,9 @@ class Recoverer:
         self.t0, self.json_mode = t0, json_mode
         self.flags = out.flags | libvirt.VIR_MIGRATE_POSTCOPY | libvirt.VIR_MIGRATE_POSTCOPY_RESUME
         self.interrupt = Interrupt()
+        # Ctrl-C during the first job's post-copy phase did not abort it (nothing
+        # can after the switch), but it still means: stop, do not start retrying.
+        self.interrupt.signal = out.state.interrupted
         self.pauses: list[dict[str, Any]] = []
         self.deadline = 0.0
         self.pending = ""  # why vmshift left a resume call in flight, if it did
@@ -297,11 +300,13 @@ class Recoverer:
         begin = time.monotonic()
         self.deadline, delay = begin + timeout, FIRST_DELAY_S
         self.say(f"the guest runs on {self.req.dest} with part of its memory still on "
-                 f"{self.req.source}; resuming with libvirt's post-copy recovery "
-                 f"for up to {timeout:g} s")
+                 f"{self.req.source}; " + (
+                     f"interrupted (signal {self.interrupt.signal}) before recovery: "
+                     "not resuming" if self.interrupt.signal is not None else
+                     f"resuming with libvirt's post-copy recovery for up to {timeout:g} s"))
         old = {s: signal.signal(s, self.interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            while True:
+            while self.interrupt.signal is None:
                 att = self.step(len(rec.attempts) + 1)
                 if att is None:  # nothing left to resume on the source
                     rec.outcome = self.ended()
@@ -325,8 +330,6 @@ class Recoverer:
                          f"({left:.0f} s left)")
                 self.sleep(wait)
                 delay = min(delay * 2, MAX_DELAY_S)
-                if self.interrupt.signal is not None:
-                    break
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
@@ -397,10 +400,10 @@ def finish(rep: report.Report, req: LiveRequest, dom: libvirt.virDomain, out: Li
         rep.notes.append(f"post-copy failed ({out.error}); recovered after "
                          f"{len(rec.attempts)} attempt(s) in {rec.elapsed_s:g} s")
     else:
-        last = rec.attempts[-1].error if rec.attempts else "no attempt"
+        last = f"last error: {rec.attempts[-1].error}" if rec.attempts else "no attempt made"
         why = {"interrupted": "interrupted", "lost": "impossible", "stuck": "stuck"}.get(
             rec.outcome, f"gave up after {len(rec.attempts)} attempt(s) in {rec.elapsed_s:g} s")
-        rep.error = (f"post-copy recovery {why} (last error: {last}); the job had failed "
+        rep.error = (f"post-copy recovery {why} ({last}); the job had failed "
                      f"after the post-copy switch: {out.error}")
         rep.category = report.categorise(out.error)
         rep.where = where_after_giving_up(req, rec)
