@@ -194,6 +194,16 @@ def test_drop_link_after_postcopy_switch_is_recovered(fault_bed, guest):
     assert "PONG" in guest.console("ping", host=b)
 
 
+def assert_paused_remainder_on(source, name: str) -> None:
+    """The source keeps the rest of the guest's memory, paused, ready for a resume."""
+    conn = source.connect()
+    try:
+        assert conn.lookupByName(name).state() == [
+            libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED]
+    finally:
+        conn.close()
+
+
 @pytest.mark.parametrize("guest", ["shared"], indirect=True)
 def test_postcopy_recovery_gives_up_after_recover_timeout(fault_bed, guest):
     """The link stays down past --recover-timeout: exit 1, naming post-copy
@@ -219,13 +229,7 @@ def test_postcopy_recovery_gives_up_after_recover_timeout(fault_bed, guest):
         assert rec["attempts"] and all(x["at"] and x["t"] for x in rec["attempts"])
         assert not any(x["ok"] for x in rec["attempts"])
         assert f"retry: {rec['retry']}" in r.err and "--postcopy-resume" in rec["retry"]
-        # the source keeps the rest of the guest's memory, paused
-        conn = a.connect()
-        try:
-            assert conn.lookupByName(guest.name).state() == [
-                libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED]
-        finally:
-            conn.close()
+        assert_paused_remainder_on(a, guest.name)
     finally:
         # The guest may stay unrecoverable: after a long outage hostb's QEMU
         # may never learn that the connection died (README). Its copy goes
@@ -310,13 +314,7 @@ def test_ctrl_c_after_postcopy_switch_stops_recovery_but_never_aborts(fault_bed,
                 assert rec["attempts"] == [] and "not resuming" in text, rec
             else:
                 assert len(rec["attempts"]) >= 1, rec
-            # nothing aborted: the source still holds the paused remainder
-            conn = a.connect()
-            try:
-                assert conn.lookupByName(guest.name).state() == [
-                    libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED]
-            finally:
-                conn.close()
+            assert_paused_remainder_on(a, guest.name)  # nothing aborted
         finally:
             subprocess.run(["ip", "link", "set", veth, "up"], check=True)
     finally:
