@@ -166,9 +166,21 @@ class TinyGuest:
     _conns: dict[str, libvirt.virConnect] = field(default_factory=dict, repr=False)
 
     def conn(self, host: TestHost) -> libvirt.virConnect:
-        if host.uri not in self._conns:
-            self._conns[host.uri] = host.connect()
-        return self._conns[host.uri]
+        """A connection to HOST, opened again if its daemon was restarted."""
+        conn = self._conns.get(host.uri)
+        if conn is None or not conn.isAlive():
+            conn = self._conns[host.uri] = host.connect()
+        return conn
+
+    def forget_connections(self) -> None:
+        """Drop the cached connections (after a host's daemon was restarted:
+        libvirt notices a dead connection only when a call on it fails)."""
+        for conn in self._conns.values():
+            try:
+                conn.close()
+            except libvirt.libvirtError:
+                pass  # the daemon at its other end is gone
+        self._conns.clear()
 
     def running_on(self) -> TestHost | None:
         """The bed host where the domain is active now."""
@@ -210,17 +222,18 @@ class TinyGuest:
                 return line.split()[1]
         raise OperationFailed(f"guest {self.name}: no SUM line in {out!r}")
 
-    def destroy(self) -> None:
-        """Stop and undefine the guest on every host; remove its data disk(s)."""
+    def destroy(self, pending_job_s: float = PENDING_JOB_S) -> None:
+        """Stop and undefine the guest on every host; remove its data disk(s).
+        A call libvirt still runs on the domain is waited for PENDING_JOB_S."""
         for h in self.bed.hosts:
             try:
                 dom = self.conn(h).lookupByName(self.name)
             except libvirt.libvirtError:
                 continue
             if dom.isActive():
-                _outlasting_jobs(dom.destroy)
+                _outlasting_jobs(dom.destroy, pending_job_s)
             if dom.isPersistent():
-                _outlasting_jobs(dom.undefine)
+                _outlasting_jobs(dom.undefine, pending_job_s)
         self._remove_disks()
         for conn in self._conns.values():
             conn.close()
@@ -241,10 +254,10 @@ class TinyGuest:
         return self.bed.shared_pool if self.disk_pool == "shared" else self.host.private_pool
 
 
-def _outlasting_jobs(call: Callable[[], object]) -> None:
-    """CALL (a destroy or undefine), retried while libvirt times out on the
-    domain's job lock held by a call still in flight."""
-    deadline = time.monotonic() + PENDING_JOB_S
+def _outlasting_jobs(call: Callable[[], object], wait_s: float) -> None:
+    """CALL (a destroy or undefine), retried for WAIT_S while libvirt times
+    out on the domain's job lock held by a call still in flight."""
+    deadline = time.monotonic() + wait_s
     while True:
         try:
             call()
