@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import signal
 import time
 from collections.abc import Callable
 from typing import Any
 
 import click
+import libvirt
 
 from vmshift.cliutil import dry_run_option, json_option, not_built
 from vmshift.errors import BadInput, OperationFailed
@@ -208,30 +208,41 @@ def _migrate(domain: str, source: str, dest: str, force: tuple[str, ...], json_m
                                  f"for up to {kw['recover_timeout']:g} s (--recover-timeout)")
             _finish(rep, json_mode)
             return
-        t0 = time.monotonic()
-        out = run_migration(req, src, dst, dom, json_mode)
-        rep.total_time_s = round(time.monotonic() - t0, 2)
-        report.fill_from_job(rep, out.state, out.completed_stats)
-        if live:  # a suspended migration pauses the guest for the whole copy
-            report.judge_downtime(rep, req.settings.max_downtime_ms)
-        if out.premeasured_dirty_bps is not None:
-            rep.dirty_rate_before_mib_s = round(out.premeasured_dirty_bps / (1 << 20), 1)
-        if out.throttle_by_qemu:
-            rep.throttle = "QEMU auto-converge"
-        elif req.settings.auto_converge:
-            rep.throttle = "vmshift vCPU quota"
-        if out.ok:
-            after_success(dst, domain, out.state)
-            rep.ok, rep.where = True, "VM running on the destination"
-        elif recover.switched(dom, out.state):
-            # The guest already lives on the destination: finish the job by
-            # libvirt's post-copy recovery, never roll back.
-            recover.finish(rep, req, dom, out, kw["recover_timeout"], t0, json_mode)
-        else:
-            rep.error = out.error
-            rep.category = report.categorise(out.error)
-            rep.where = after_failure(dom, out.state)
+        with Interrupt().trapped() as interrupt:
+            _run_and_judge(rep, req, src, dst, dom, live, kw["recover_timeout"], json_mode,
+                           interrupt)
     _finish(rep, json_mode)
+
+
+def _run_and_judge(rep: report.Report, req: LiveRequest, src: libvirt.virConnect,
+                   dst: libvirt.virConnect, dom: libvirt.virDomain, live: bool,
+                   recover_timeout: float, json_mode: bool, interrupt: Interrupt) -> None:
+    """Run the job and fill REP: done, recovered after a post-copy failure,
+    or failed with the VM back on the source. Runs with INTERRUPT trapped,
+    so that a Ctrl-C at any point still leaves the word on where the VM is."""
+    t0 = time.monotonic()
+    out = run_migration(req, src, dst, dom, json_mode, interrupt)
+    rep.total_time_s = round(time.monotonic() - t0, 2)
+    report.fill_from_job(rep, out.state, out.completed_stats)
+    if live:  # a suspended migration pauses the guest for the whole copy
+        report.judge_downtime(rep, req.settings.max_downtime_ms)
+    if out.premeasured_dirty_bps is not None:
+        rep.dirty_rate_before_mib_s = round(out.premeasured_dirty_bps / (1 << 20), 1)
+    if out.throttle_by_qemu:
+        rep.throttle = "QEMU auto-converge"
+    elif req.settings.auto_converge:
+        rep.throttle = "vmshift vCPU quota"
+    if out.ok:
+        after_success(dst, req.domain, out.state)
+        rep.ok, rep.where = True, "VM running on the destination"
+    elif recover.switched(dom, out.state):
+        # The guest already lives on the destination: finish the job by
+        # libvirt's post-copy recovery, never roll back.
+        recover.finish(rep, req, dom, out, recover_timeout, t0, json_mode, interrupt)
+    else:
+        rep.error = out.error
+        rep.category = report.categorise(out.error)
+        rep.where = after_failure(dom, out.state)
 
 
 def _finish(rep: report.Report, json_mode: bool) -> None:
@@ -303,7 +314,7 @@ def migrate_offline(domain: str, source: str, dest: str, force: tuple[str, ...],
         try:
             res = run_offline(req, src, dst, dom, facts.domain, json_mode)
         except OperationFailed as exc:
-            rep.error, rep.category = exc.message, "destination"
+            rep.error, rep.category = exc.message, report.categorise(exc.message)
             rep.where = "source definition and disks untouched"
             _finish(rep, json_mode)
             return
@@ -351,20 +362,16 @@ def migrate_storage(domain: str, source: str, disks: tuple[str, ...], dest_pool:
                        for d in disks)]
         _finish(rep, json_mode)
         return
-    interrupt = Interrupt()
-    old = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     with domain_lock(dom.UUIDString(), domain, f"migrate storage -> {dest_pool}"):
         t0 = time.monotonic()
         try:
-            res = run_storage(req, src, dom, interrupt, json_mode)
+            with Interrupt().trapped() as interrupt:
+                res = run_storage(req, src, dom, interrupt, json_mode)
         except OperationFailed as exc:
-            rep.error, rep.category = exc.message, "destination"
+            rep.error, rep.category = exc.message, report.categorise(exc.message)
             rep.where = "VM on its old disk(s)"
             _finish(rep, json_mode)
             return
-        finally:
-            for s, h in old.items():
-                signal.signal(s, h)
         rep.total_time_s = round(time.monotonic() - t0, 2)
         rep.ok = True
         rep.where = "live and persistent XML point to the new volume(s)" if live else \

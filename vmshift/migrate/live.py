@@ -8,7 +8,6 @@ throttle it applied, and verifies where the VM runs before reporting.
 
 from __future__ import annotations
 
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -215,8 +214,9 @@ class LiveOutcome:
 
 
 def run_migration(req: LiveRequest, src: libvirt.virConnect, dest: libvirt.virConnect,
-                  dom: libvirt.virDomain, json_mode: bool) -> LiveOutcome:
-    """Start the job in a worker thread and monitor it until it ends."""
+                  dom: libvirt.virDomain, json_mode: bool, interrupt: Interrupt) -> LiveOutcome:
+    """Start the job in a worker thread and monitor it until it ends.
+    INTERRUPT must be trapped (Interrupt.trapped) by the caller."""
     premeasured = measure_dirty_rate(src, dom) if wants_premeasure(req) else None
     settings = policy_settings(req, dom, premeasured)
     throttle_by_qemu = settings.auto_converge and (
@@ -238,8 +238,6 @@ def run_migration(req: LiveRequest, src: libvirt.virConnect, dest: libvirt.virCo
         except Exception as exc:  # surfaced in the report, never lost in a thread
             result["error"] = f"{type(exc).__name__}: {exc}"
 
-    interrupt = Interrupt()
-    old = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     completion = CompletedJob(src, dom)
     t0 = time.monotonic()
     th = threading.Thread(target=worker, name="vmshift-migrate", daemon=True)
@@ -250,8 +248,6 @@ def run_migration(req: LiveRequest, src: libvirt.virConnect, dest: libvirt.virCo
         st = monitor(dom, th, policy, settings, interrupt, bar, t0, throttle_by_qemu)
     finally:
         bar.close()
-        for s, h in old.items():
-            signal.signal(s, h)
     elapsed = time.monotonic() - t0
     err = result.get("error")
     if st.aborted_by == "signal" and not err and "dom" in result:

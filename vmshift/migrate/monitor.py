@@ -11,9 +11,11 @@ import json
 import logging
 import os
 import queue
+import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -197,6 +199,18 @@ class Interrupt:
 
     def __call__(self, signum: int, frame: object) -> None:
         self.signal = signum
+
+    @contextmanager
+    def trapped(self) -> Iterator[Interrupt]:
+        """Record SIGINT/SIGTERM instead of raising, for the whole block: a
+        migration's job, its post-copy recovery and the report after it, so
+        that no Ctrl-C in between loses the word on where the guest is."""
+        old = {s: signal.signal(s, self) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
 
 
 def monitor(dom: libvirt.virDomain, worker: threading.Thread, policy: Policy, s: Settings,

@@ -14,7 +14,6 @@ the guest is and the exact command to retry.
 from __future__ import annotations
 
 import shlex
-import signal
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -168,14 +167,14 @@ class Recoverer:
     """Retries libvirt's post-copy resume for one domain until it completes."""
 
     def __init__(self, req: LiveRequest, dom: libvirt.virDomain, out: LiveOutcome,
-                 t0: float, json_mode: bool) -> None:
+                 t0: float, json_mode: bool, interrupt: Interrupt) -> None:
         self.req, self.dom, self.out = req, dom, out
         self.t0, self.json_mode = t0, json_mode
         self.flags = out.flags | libvirt.VIR_MIGRATE_POSTCOPY | libvirt.VIR_MIGRATE_POSTCOPY_RESUME
-        self.interrupt = Interrupt()
-        # Ctrl-C during the first job's post-copy phase did not abort it (nothing
-        # can after the switch), but it still means: stop, do not start retrying.
-        self.interrupt.signal = out.state.interrupted
+        # The migration's own: a Ctrl-C during the first job's post-copy phase
+        # did not abort it (nothing can after the switch), but it still means:
+        # stop, do not start retrying.
+        self.interrupt = interrupt
         self.pauses: list[dict[str, Any]] = []
         self.deadline = 0.0
         self.pending = ""  # why vmshift left a resume call in flight, if it did
@@ -304,35 +303,30 @@ class Recoverer:
                      f"interrupted (signal {self.interrupt.signal}) before recovery: "
                      "not resuming" if self.interrupt.signal is not None else
                      f"resuming with libvirt's post-copy recovery for up to {timeout:g} s"))
-        old = {s: signal.signal(s, self.interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            while self.interrupt.signal is None:
-                att = self.step(len(rec.attempts) + 1)
-                if att is None:  # nothing left to resume on the source
-                    rec.outcome = self.ended()
-                    break
-                rec.attempts.append(att)
-                if att.ok:
-                    rec.outcome = "recovered"
-                    self.say(f"attempt {att.n} completed the migration")
-                    break
-                if self.pending:
-                    rec.outcome = self.pending
-                    break
-                if self.dest_gone():
-                    rec.outcome = "lost"
-                    break
-                left = self.deadline - time.monotonic()
-                if self.interrupt.signal is not None or left <= 0:
-                    break
-                wait = min(delay, left)
-                self.say(f"attempt {att.n} failed: {att.error}; next in {wait:.0f} s "
-                         f"({left:.0f} s left)")
-                self.sleep(wait)
-                delay = min(delay * 2, MAX_DELAY_S)
-        finally:
-            for s, h in old.items():
-                signal.signal(s, h)
+        while self.interrupt.signal is None:
+            att = self.step(len(rec.attempts) + 1)
+            if att is None:  # nothing left to resume on the source
+                rec.outcome = self.ended()
+                break
+            rec.attempts.append(att)
+            if att.ok:
+                rec.outcome = "recovered"
+                self.say(f"attempt {att.n} completed the migration")
+                break
+            if self.pending:
+                rec.outcome = self.pending
+                break
+            if self.dest_gone():
+                rec.outcome = "lost"
+                break
+            left = self.deadline - time.monotonic()
+            if self.interrupt.signal is not None or left <= 0:
+                break
+            wait = min(delay, left)
+            self.say(f"attempt {att.n} failed: {att.error}; next in {wait:.0f} s "
+                     f"({left:.0f} s left)")
+            self.sleep(wait)
+            delay = min(delay * 2, MAX_DELAY_S)
         if self.interrupt.signal is not None and rec.outcome in ("gave-up", "stuck"):
             rec.outcome = "interrupted"
         rec.pending = bool(self.pending)
@@ -387,10 +381,11 @@ def where_after_giving_up(req: LiveRequest, rec: Recovery) -> str:
 
 
 def finish(rep: report.Report, req: LiveRequest, dom: libvirt.virDomain, out: LiveOutcome,
-           timeout: float, t0: float, json_mode: bool) -> None:
+           timeout: float, t0: float, json_mode: bool, interrupt: Interrupt) -> None:
     """Recover a migration that failed after the post-copy switch; fill the
-    report with the attempts and the outcome."""
-    recoverer = Recoverer(req, dom, out, t0, json_mode)
+    report with the attempts and the outcome. INTERRUPT: the migration's,
+    trapped by the caller."""
+    recoverer = Recoverer(req, dom, out, t0, json_mode, interrupt)
     rec = recoverer.run(timeout)
     rep.total_time_s = round(time.monotonic() - t0, 2)
     if rec.outcome == "recovered":
