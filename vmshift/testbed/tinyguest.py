@@ -166,7 +166,7 @@ class TinyGuest:
     _conns: dict[str, libvirt.virConnect] = field(default_factory=dict, repr=False)
 
     def conn(self, host: TestHost) -> libvirt.virConnect:
-        """A connection to HOST, opened again if its daemon was restarted."""
+        """A connection to HOST, opened again once libvirt has seen it die."""
         conn = self._conns.get(host.uri)
         if conn is None or not conn.isAlive():
             conn = self._conns[host.uri] = host.connect()
@@ -235,9 +235,7 @@ class TinyGuest:
             if dom.isPersistent():
                 _outlasting_jobs(dom.undefine, pending_job_s)
         self._remove_disks()
-        for conn in self._conns.values():
-            conn.close()
-        self._conns.clear()
+        self.forget_connections()
 
     def _remove_disks(self) -> None:
         for h in self.bed.hosts:
