@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,18 +41,24 @@ def start(*args: str) -> subprocess.Popen[str]:
 
 
 def finish(p: subprocess.Popen[str], timeout: float = 180) -> Run:
-    """Wait for a vmshift started by start(). One that outlives TIMEOUT is
-    killed (no process of the test's is left behind) and its last words
-    are the failure message."""
+    """Wait for a vmshift started by start(); see overdue() for one that
+    outlives TIMEOUT."""
     try:
         out, err = p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        p.kill()
-        out, err = p.communicate()
-        lines = [x for x in err.splitlines() if not x.startswith('{"event": "progress"')]
-        raise AssertionError(f"vmshift still running after {timeout:g} s; its stderr "
-                             "without progress lines ends: " + "\n".join(lines[-25:])) from None
+        raise overdue(p, timeout, lambda: p.communicate()[1]) from None
     return Run(p.returncode, _doc(out), out, err)
+
+
+def overdue(p: subprocess.Popen[str], timeout: float,
+            read_stderr: Callable[[], str]) -> AssertionError:
+    """Kill P, which outlived TIMEOUT (no process of the test's is left
+    behind); the failure carries its last words, stderr without progress."""
+    p.kill()
+    p.wait()
+    lines = [x for x in read_stderr().splitlines() if not x.startswith('{"event": "progress"')]
+    return AssertionError(f"vmshift still running after {timeout:g} s; its stderr "
+                          "without progress lines ends: " + "\n".join(lines[-25:]))
 
 
 def _doc(out: str) -> dict[str, Any] | None:

@@ -20,7 +20,14 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from tests.migrate_support import finish, migrate_args, start, state_on, wait_job_active
+from tests.migrate_support import (
+    finish,
+    migrate_args,
+    overdue,
+    start,
+    state_on,
+    wait_job_active,
+)
 from vmshift.testbed import libvirthost, lifecycle, procs, state
 from vmshift.testbed.hosts import TestBed
 from vmshift.testbed.tinyguest import tiny_guest as make_tiny_guest
@@ -276,19 +283,18 @@ class StderrWatch:
             assert time.monotonic() < end, f"no {text!r} on stderr in {timeout} s"
             time.sleep(0.2)
 
+    def text(self) -> str:
+        """All of stderr, once the process has ended."""
+        self.thread.join(5)
+        return "".join(self.lines)
+
     def finish(self, p: subprocess.Popen[str], timeout: float) -> tuple[int, dict, str]:
         try:
             rc = p.wait(timeout)
         except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-            self.thread.join(5)
-            raise AssertionError(f"vmshift still running after {timeout:g} s: "
-                                 + "".join(x for x in self.lines if "progress" not in x)[-3000:]
-                                 ) from None
-        self.thread.join(5)
-        out = p.stdout.read()  # type: ignore[union-attr]
-        return rc, json.loads(out), "".join(self.lines)
+            raise overdue(p, timeout, self.text) from None
+        text = self.text()
+        return rc, json.loads(p.stdout.read()), text  # type: ignore[union-attr]
 
 
 RECOVERY_STARTS = "post-copy recovery: the guest runs on"
