@@ -32,7 +32,7 @@ from pathlib import Path
 
 import libvirt
 
-from vmshift.migrate.facts import open_conn
+from vmshift.libvirtconn import connect
 from vmshift.migrate.jobevents import CompletedJob
 from vmshift.testbed import lifecycle
 from vmshift.testbed.tinyguest import tiny_guest
@@ -66,7 +66,7 @@ def virsh_live(g, a, b) -> dict:
             "--p2p", "--postcopy", "--bandwidth", str(CAP_MIB),
             "--postcopy-bandwidth", str(CAP_MIB), "--timeout", str(TIMEOUT_S),
             "--timeout-postcopy", "--migrateuri", b.migrate_uri, g.name, b.uri]
-    conn = open_conn(a.uri, "source")
+    conn = connect(a.uri, role="source")
     done = CompletedJob(conn, conn.lookupByName(g.name))
     try:
         t0 = time.monotonic()
@@ -84,7 +84,7 @@ def virsh_live(g, a, b) -> dict:
 def achieved_downtime(b, name: str, source_stats: dict) -> int | None:
     """The rule vmshift's report follows: the destination's record (stop to
     resume), else the source's JOB_COMPLETED one (after a post-copy switch)."""
-    conn = open_conn(b.uri, "destination")
+    conn = connect(b.uri, role="destination")
     try:
         dest = conn.lookupByName(name).jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
     except libvirt.libvirtError:

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from vmshift.convert.pool import file_hash  # hole-independent content hash
+from vmshift.volumes import file_hash  # hole-independent content hash
 
 MiB = 1024**2
 GiB = 1024**3

@@ -79,7 +79,7 @@ def test_filesystem_filled_by_another_writer_mid_copy(dense: Path,
                                                       tmpfs: Callable[[str], Path]) -> None:
     mnt = tmpfs("96M")
     before = fingerprint(dense.parent)
-    proc = start("--rate-limit", "8M", "--format", "raw", str(dense), str(mnt / "out.raw"))
+    proc = start("--bandwidth", "8M", "--format", "raw", str(dense), str(mnt / "out.raw"))
     wait_mid_copy(proc)
     # Another writer takes every free byte while qemu-img is still copying.
     with open(mnt / "filler", "wb", buffering=0) as f:
@@ -99,7 +99,7 @@ def test_filesystem_filled_by_another_writer_mid_copy(dense: Path,
 def test_signal_mid_run_leaves_nothing(dense: Path, tmp_path: Path, signum: int) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    proc = start("--rate-limit", "8M", str(dense), str(out / "disk.qcow2"))
+    proc = start("--bandwidth", "8M", str(dense), str(out / "disk.qcow2"))
     fraction = wait_mid_copy(proc)
     assert proc.poll() is None and 0 < fraction < 0.9  # really mid-run
     proc.send_signal(signum)

@@ -12,9 +12,9 @@ import pytest
 from tests.disks_support import MiB, make_raw_source
 from vmshift.convert import qemuimg
 from vmshift.convert.disks import ConvertOptions, check_options, out_of_order
-from vmshift.convert.pool import ContentHash, data_segments, file_hash
-from vmshift.convert.safety import Undo, parse_rate, temp_name
+from vmshift.convert.safety import Undo, temp_name
 from vmshift.errors import BadInput
+from vmshift.volumes import ContentHash, data_segments, file_hash
 
 
 def test_progress_lines_as_qemu_img_prints_them() -> None:
@@ -73,7 +73,7 @@ def test_option_checks() -> None:
                      (ConvertOptions(cluster_size=3000), "--cluster-size"),
                      (ConvertOptions(coroutines=64), "--coroutines"),
                      (ConvertOptions(pool="p"), "--pool and --connect"),
-                     (ConvertOptions(rate_limit="fast"), "--rate-limit")]:
+                     (ConvertOptions(bandwidth=0), "--bandwidth")]:
         with pytest.raises(BadInput, match=msg):
             check_options(bad)
 
@@ -85,9 +85,7 @@ def test_out_of_order_writes_only_where_safe() -> None:
     assert not out_of_order(ConvertOptions(out_format="raw", out_of_order="off"))
 
 
-def test_rates_and_temp_names(tmp_path: Path) -> None:
-    assert parse_rate("100M") == 100 * MiB and parse_rate("512k") == 512 * 1024
-    assert parse_rate(None) is None
+def test_temp_names(tmp_path: Path) -> None:
     t = temp_name(tmp_path / "disk.qcow2")
     assert t.parent == tmp_path and t.name.startswith(".disk.qcow2.vmshift-")
 

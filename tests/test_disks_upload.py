@@ -81,7 +81,7 @@ def test_interrupted_upload_deletes_the_volume_it_created(hostb: object,
     # 64 MiB of random data uploaded as raw at 32 MiB/s: about 2 s of upload.
     src = make_raw_source(tmp_path / "dense.raw", 64 * MiB, [(0, 64 * MiB)], seed=5)
     _delete(hostb, pool, name)
-    proc = start("--format", "raw", "--no-verify", "--rate-limit", "32M", "--pool", pool,
+    proc = start("--format", "raw", "--no-verify", "--bandwidth", "32M", "--pool", pool,
                  "--connect", hostb.uri, "--tmpdir", str(tmp_path), str(src), name)
     try:
         wait_mid_copy(proc, task_prefix="upload")

@@ -88,12 +88,17 @@ def test_userfaultfd_matches_the_sysctl(report):
         assert uffd["ok"] is True
 
 
-def test_unreachable_libvirt_is_a_finding_not_a_crash():
+def test_unreachable_libvirt_fails_after_the_full_report():
     res = subprocess.run([VMSHIFT, "doctor", "--json", "--skip-guestfs",
                           "--connect", "qemu+tcp://127.0.0.1:1/system"],
                          capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0
-    lv = json.loads(res.stdout)["checks"]["libvirt"]
-    assert lv["ok"] is False
+    assert res.returncode == 1  # the user's work needs libvirt
+    doc = json.loads(res.stdout)  # still the one doctor document, every check in it
+    assert doc["kind"] == "doctor" and doc["outcome"] == "failed"
+    assert set(doc["checks"]) == {"kvm", "libvirt", "userfaultfd", "versions"}
+    lv = doc["checks"]["libvirt"]
+    assert lv["ok"] is False and lv["status"] == "failed"
     assert "qemu+tcp://127.0.0.1:1/system" in lv["detail"]
     assert "libvirt: XML-RPC error" not in res.stderr  # libvirt's own printer is silenced
+    assert res.stderr.startswith("vmshift: error: doctor: libvirt: cannot connect to ")
+    assert len(res.stderr.splitlines()) == 1

@@ -26,7 +26,8 @@ def probe_command():
         raised["kind"] = kind
         exc = {"bad": bad_input("plan.csv", "column 'vm' is empty", line=7),
                "failed": OperationFailed("cannot connect to qemu+tcp://10.0.0.9/system"),
-               "refused": Refused("2 blocker findings", detail=[{"id": "cbt.off"}]),
+               "refused": Refused("2 blocker findings", detail=[{"id": "cbt.off"}],
+                                  document=("probe_result", {"findings": [{"id": "cbt.off"}]})),
                "bug": ZeroDivisionError("division by zero"),
                "interrupt": KeyboardInterrupt()}.get(kind)
         if exc:
@@ -57,12 +58,19 @@ def test_each_outcome_maps_to_its_exit_code(probe_command, capsys, kind, code, t
 
 
 def test_json_mode_reports_the_error_as_a_document(probe_command, capsys):
+    assert cli_mod.main(["raise-for-test", "failed", "--json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["schema_version"] == 1 and doc["kind"] == "error"
+    assert doc["error"] == {"message": "cannot connect to qemu+tcp://10.0.0.9/system",
+                            "exit_code": 1, "detail": None}
+    JSON_MODE["on"] = False
+
+
+def test_json_mode_refusal_prints_the_commands_own_document(probe_command, capsys):
     assert cli_mod.main(["raise-for-test", "refused", "--json"]) == 3
-    out = capsys.readouterr().out
-    doc = json.loads(out)
-    assert doc["schema_version"] == 1
-    assert doc["error"] == {"message": "2 blocker findings", "exit_code": 3,
-                            "detail": [{"id": "cbt.off"}]}
+    doc = json.loads(capsys.readouterr().out)  # exactly one document
+    assert doc == {"schema_version": 1, "kind": "probe_result",
+                   "findings": [{"id": "cbt.off"}], "outcome": "blocked"}
     JSON_MODE["on"] = False
 
 

@@ -104,7 +104,7 @@ def test_download_dir_downloads_and_inspects_the_disk(vcenter, vcenter_vm, tmp_p
     name = vcenter_vm(power_on=False)
     vcsim.attach_disk(vcenter, name, _tiny_ext4(tmp_path), name="tiny")
     dest = tmp_path / "dl"
-    result = inspect(vcenter, "--vm", name, "--download-dir", str(dest), "--json")
+    result = inspect(vcenter, "--vm", name, "--disk-dir", str(dest), "--json")
     doc = json.loads(result.stdout)
     assert (dest / "tiny.vmdk").is_file() and (dest / "tiny-flat.vmdk").is_file()
     assert "vm" in doc, (result.returncode, result.stderr)  # the reason when inspection failed
@@ -121,11 +121,16 @@ def test_download_dir_downloads_and_inspects_the_disk(vcenter, vcenter_vm, tmp_p
 def test_powered_on_vm_with_download_dir_is_refused(vcenter, vcenter_vm, tmp_path):
     name = vcenter_vm(power_on=True)
     dest = tmp_path / "dl"
-    result = inspect(vcenter, "--vm", name, "--download-dir", str(dest))
+    result = inspect(vcenter, "--vm", name, "--disk-dir", str(dest))
     assert result.returncode == 3
     assert "powered off" in result.stderr and "vsphere download" in result.stderr
     assert "Traceback" not in result.stderr
     assert not any(dest.glob("*.vmdk"))
+    result = inspect(vcenter, "--vm", name, "--disk-dir", str(dest), "--json")
+    doc = json.loads(result.stdout)  # exactly one document: this command's own, blocked
+    assert result.returncode == 3 and doc["kind"] == "inspection"
+    assert doc["outcome"] == "blocked" and doc["blockers"] == ["vsphere.vm_running"]
+    assert doc["findings"][0]["category"] == "blocker" and not any(dest.glob("*.vmdk"))
 
 
 def test_wrong_password_is_exit_1_and_never_echoed(vcenter):

@@ -86,8 +86,9 @@ def test_copy_storage_live_from_private_pool(two_hosts, tiny_guest):
     name = os.path.basename(g.disk_path)
     check = vmshift("migrate", "check", g.name, "--source", a.uri, "--dest", b.uri,
                     "--migrate-uri", b.migrate_uri, "--json")
-    assert check.rc == 3 and any(f["id"] == "storage.not-shared"
-                                 for f in check.doc["error"]["detail"]["findings"])
+    assert check.rc == 3 and check.doc["kind"] == "migrate_check"
+    assert check.doc["outcome"] == "blocked"
+    assert any(f["id"] == "storage.not-shared" for f in check.doc["findings"])
     r = vmshift(*migrate_args("live", g.name, a, b, "--copy-storage", "all",
                               "--bandwidth", "64"))
     assert r.rc == 0, r.err

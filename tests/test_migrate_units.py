@@ -9,7 +9,9 @@ import libvirt
 import pytest
 from lxml import etree
 
-from vmshift.migrate import recover, report, statefiles, xmlmap
+from vmshift.convert.maps import parse_network_map
+from vmshift.migrate import checks, recover, report, statefiles, xmlmap
+from vmshift.migrate import facts as F
 from vmshift.migrate.monitor import (
     SETUP_S,
     STALL_S,
@@ -31,17 +33,37 @@ DOM = """<domain type='qemu'><name>x</name><os><nvram>/old/nvram.fd</nvram></os>
 </devices></domain>"""
 
 
-def test_network_map_parsing_names_the_bad_item():
-    assert xmlmap.parse_network_map("a=b, c=d") == {"a": "b", "c": "d"}
-    assert xmlmap.parse_network_map(None) == {}
-    with pytest.raises(ValueError, match="'oops' is not SRC=DST"):
-        xmlmap.parse_network_map("a=b,oops")
-
-
 def test_map_networks_rewrites_networks_and_bridges():
-    out = etree.fromstring(xmlmap.map_networks(DOM, {"prod": "stage", "br0": "br1"}).encode())
+    netmap = parse_network_map("prod=stage,br0=bridge:br1")
+    out = etree.fromstring(xmlmap.map_networks(DOM, netmap).encode())
     assert out.find("devices/interface[1]/source").get("network") == "stage"
     assert out.find("devices/interface[2]/source").get("bridge") == "br1"
+
+
+def test_network_check_looks_for_the_mapped_kind_and_name():
+    """network.missing asks the destination for what the map makes of each NIC:
+    a bridge target is looked for among bridges, a MAC entry beats the name."""
+    def host(networks: dict[str, str | None], bridges: set[str]) -> F.HostFacts:
+        return F.HostFacts("uri", "h", 9000000, 7002000, 1 << 30, networks, bridges, set(),
+                           set(), "x86_64")
+    nics = [F.NicFacts("network", "prod", "52:54:00:00:00:01"),
+            F.NicFacts("network", "prod", "52:54:00:00:00:02"),
+            F.NicFacts("direct", "eth0", "52:54:00:00:00:03")]
+    domain = F.DomainFacts("x", "u", True, True, "qemu", 1 << 30, [], nics, [], None, None, 0,
+                           None, None)
+
+    def missing(netmap: str) -> list[str]:
+        opts = F.Options(network_map=parse_network_map(netmap))
+        facts = F.Facts(host({}, set()), host({"stage": "virbr1"}, {"br9", "eth0"}), domain,
+                        F.ProbeFacts(), opts)
+        return [subject for subject, *_ in checks.network_missing(facts)]
+
+    assert missing("prod=stage") == []
+    assert missing("prod=bridge:br9") == []
+    assert missing("prod=bridge:stage") == ["52:54:00:00:00:01", "52:54:00:00:00:02"]
+    assert missing("prod=stage,52:54:00:00:00:02=bridge:nope") == ["52:54:00:00:00:02"]
+    # A direct NIC names a host device: the map does not rewrite it, nor the check.
+    assert missing("prod=stage,eth0=network:nowhere") == []
 
 
 def test_map_disks_points_at_new_files_and_drops_backing_chain():
@@ -52,8 +74,7 @@ def test_map_disks_points_at_new_files_and_drops_backing_chain():
     assert root.find("devices/disk[1]/driver").get("type") == "raw"
     assert root.find("devices/disk[1]/backingStore") is None
     assert root.find("devices/disk[2]").get("type") == "file"
-    nv = etree.fromstring(xmlmap.map_nvram(DOM, "/new/nv.fd").encode())
-    assert nv.findtext("os/nvram") == "/new/nv.fd"
+    assert root.find("devices/disk[2]/source").attrib == {"file": "/new/b.raw"}
 
 
 def test_job_stats_become_samples_in_bytes():

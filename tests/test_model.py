@@ -53,7 +53,8 @@ def test_model_serialises_to_plain_json():
     )
     doc = json.loads(json.dumps(to_jsonable(vm)))
     assert doc["firmware"] == {"type": "efi", "secure_boot": True,
-                               "nvram_present": None, "tpm_present": None}
+                               "nvram_present": None, "tpm_present": None,
+                               "nvram_path": None, "tpms": None}
     assert doc["disks"][0]["controller"] == {"bus": "scsi", "index": 0, "model": "pvscsi"}
     assert doc["disks"][0]["mode"] == "independent_persistent"
     assert doc["nics"][0]["mac"] == "00:50:56:01:02:03"

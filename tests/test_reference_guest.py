@@ -201,7 +201,7 @@ def test_cli_prints_cached_paths(vmware_guest, vmware_guest_novirtio):  # type: 
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
-    assert doc["schema_version"] >= 1 and doc["kind"] == "testbed-guest"
+    assert doc["schema_version"] >= 1 and doc["kind"] == "testbed_guest"
     assert doc["guests"]["base"]["vmx"] == str(vmware_guest.vmx)
     assert doc["guests"]["novirtio"]["vmdk_stream"] == str(vmware_guest_novirtio.vmdk_stream)
 

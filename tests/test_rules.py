@@ -101,6 +101,12 @@ def fs(mp: str, free_mib: int | None, dev: str = "/dev/sda1") -> Filesystem:
                       mountpoint=mp)
 
 
+def blank_disk(boot_signature: bool | None) -> DiskInfo:
+    """A whole disk with no partition table (what else is on it, the caller says)."""
+    return DiskInfo("data.qcow2", "/dev/sda", "qcow2", 64 * 2**20,
+                    boot_signature=boot_signature)
+
+
 @dataclass
 class Case:
     vm: VirtualMachine
@@ -244,6 +250,13 @@ CASES: dict[str, dict[str, Callable[[], Case]]] = {
         "fired": lambda: C(V(), insp()),
         "passed": lambda: C(V(), insp(guests=[linux()])),
         "not_evaluable": lambda: C(V(), None),
+    },
+    "guest.unrecognised_disk": {
+        "fired": lambda: C(V(), insp(disks=[blank_disk(boot_signature=False)],
+                                     filesystems=[Filesystem("/dev/sda", "unknown")])),
+        "passed": lambda: C(V(), insp(disks=[blank_disk(boot_signature=False)],
+                                      filesystems=[Filesystem("/dev/sda", "ext4")])),
+        "not_evaluable": lambda: C(V(), insp(disks=[blank_disk(boot_signature=None)])),
     },
     "guest.fstab_device_names": {
         "fired": lambda: C(V(), insp(guests=[linux(fstab=[FstabEntry(

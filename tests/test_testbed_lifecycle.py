@@ -11,10 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import libvirt
 import pytest
 
 from vmshift.errors import OperationFailed
+from vmshift.libvirtconn import connect
 from vmshift.testbed import procs, state
 from vmshift.testbed.hosts import TestBed
 
@@ -86,7 +86,7 @@ def test_up_twice_down_twice_leaves_nothing(own_bed_name: str) -> None:
     if st.get("gluster", {}).get("veth"):
         links.append(st["gluster"]["veth"])
     for h in doc["hosts"]:
-        conn = libvirt.open(h["uri"])
+        conn = connect(h["uri"])
         assert conn.getHostname() == h["name"]
         conn.close()
     assert Path("/proc/sys/vm/unprivileged_userfaultfd").read_text().strip() == "1"
@@ -141,7 +141,7 @@ def test_status_json_shape(two_hosts: TestBed) -> None:
     done = vmshift("testbed", "status", "--name", two_hosts.name, "--json")
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
-    assert doc["schema_version"] >= 1 and doc["kind"] == "testbed-status"
+    assert doc["schema_version"] >= 1 and doc["kind"] == "testbed_status"
     assert doc["up"] is True and doc["name"] == two_hosts.name
     assert doc["storage_kind"] in ("glusterfs", "directory")
     assert doc["shared_pool"] == two_hosts.shared_pool
@@ -174,7 +174,7 @@ def test_plain_directory_storage_is_shared_and_reported() -> None:
         assert doc["migration_needs_unsafe"] is True
         assert "--storage directory" in doc["storage_note"]
         # A volume made through hosta's pool appears in hostb's pool of the same name.
-        a, b = (libvirt.open(h["uri"]) for h in doc["hosts"])
+        a, b = (connect(h["uri"]) for h in doc["hosts"])
         vol = ("<volume><name>probe.raw</name><capacity unit='bytes'>4096</capacity>"
                "</volume>")
         a.storagePoolLookupByName(doc["shared_pool"]).createXML(vol, 0)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from vmshift.cli import main
 from vmshift.cliutil import JSON_MODE
-from vmshift.convert.maps import StorageMap, load_storage_map
+from vmshift.convert.maps import StorageMap, parse_storage_map
 from vmshift.convert.vmx import read_vmx
 from vmshift.convert.vmx import read_vmx_model_from_bytes as read_vmx_bytes
 from vmshift.convert.vmx.disks import read_vmx_with_disks, reader
@@ -45,8 +45,8 @@ def test_vmx2xml_json_document(tmp_path: Path, capsys: pytest.CaptureFixture[str
                          'ethernet0.networkName = "VM Network"\n'
                          'ethernet0.addressType = "static"\n'
                          'ethernet0.address = "00:50:56:01:02:03"\n')
-    netmap = tmp_path / "net.csv"
-    netmap.write_text("VM Network,br0,bridge\n")
+    netmap = tmp_path / "net.map"
+    netmap.write_text("VM Network=bridge:br0\n")
     assert main(["vmx2xml", "--json", "--virt-type", "qemu", "--network-map", str(netmap),
                  str(path)]) == 0
     JSON_MODE["on"] = False  # main() leaves this process-global flag set
@@ -150,10 +150,10 @@ def test_relative_paths_inside_allowed(tmp_path: Path) -> None:
 
 
 def test_storage_map_file(tmp_path: Path) -> None:
-    mapping = tmp_path / "storage.csv"
-    mapping.write_text("# datastore or prefix, target, type\nds1,/srv/ds1\n"
-                       "/vmfs/volumes/san,/mnt/san\nds2,images,pool\n")
-    smap = load_storage_map(mapping)
+    mapping = tmp_path / "storage.map"
+    mapping.write_text("# datastore or prefix = target\nds1=/srv/ds1\n"
+                       "/vmfs/volumes/san=/mnt/san\nds2=pool:images\n")
+    smap = parse_storage_map(str(mapping))
     assert smap.resolve("[ds1] vm/a.vmdk").path == "/srv/ds1/vm/a.vmdk"
     assert smap.resolve("/vmfs/volumes/ds1/vm/a.vmdk").path == "/srv/ds1/vm/a.vmdk"
     assert smap.resolve("/vmfs/volumes/san/x/y.vmdk").path == "/mnt/san/x/y.vmdk"

@@ -111,8 +111,8 @@ def test_missing_and_directory(tmp_path: Path) -> None:
 def test_bad_network_map_names_line(tmp_path: Path) -> None:
     vmx = tmp_path / "ok.vmx"
     vmx.write_text(MINIMAL)
-    netmap = tmp_path / "net.csv"
-    netmap.write_text("# comment\nVM Network,default\nonly-one-field\n")
+    netmap = tmp_path / "net.map"
+    netmap.write_text("# comment\nVM Network=default\nonly-one-field\n")
     assert_bad_input(run("vmx2xml", "--network-map", str(netmap), str(vmx)), f"{netmap}:3")
 
 

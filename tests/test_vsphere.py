@@ -206,8 +206,8 @@ def test_xml_from_vsphere_validates_and_keeps_identity(vcenter, session, tmp_pat
 def test_xml_defines_on_a_test_bed_host(vcenter, two_hosts, tmp_path):
     import libvirt
 
-    netmap = tmp_path / "networks.csv"
-    netmap.write_text(f"DC0_DVPG0,{two_hosts.network}\n")
+    netmap = tmp_path / "networks.map"
+    netmap.write_text(f"DC0_DVPG0={two_hosts.network}\n")
     conn = two_hosts.hosta.connect()
     try:
         for name in ("DC0_H0_VM1", "DC0_C0_RP0_VM1"):  # BIOS, and EFI + secure boot + vTPM
@@ -333,13 +333,19 @@ def _state(session, name):
 def test_powered_on_vm_is_refused_for_a_cold_download(vcenter, vcenter_vm, session, tmp_path):
     name = vcenter_vm(power_on=True)
     dest = tmp_path / "dest"
-    result = run(vcenter, "download", "--vm", name, "--dest", str(dest))
+    result = run(vcenter, "download", "--vm", name, "--disk-dir", str(dest))
     assert result.returncode == 3
     line = one_error_line(result)
     assert "poweredOn" in line and "--power-off" in line and "--snapshot" in line
     assert not dest.exists()
+    # Exit 3 with --json: the command's own document, blocked, carrying the finding.
+    result = run(vcenter, "download", "--vm", name, "--disk-dir", str(dest), "--json")
+    doc = json.loads(result.stdout)
+    assert result.returncode == 3 and doc["kind"] == "vsphere_download"
+    assert doc["outcome"] == "blocked" and doc["files"] == [] and not dest.exists()
+    assert [f["id"] for f in doc["findings"]] == ["vsphere.vm_running"]
     # --dry-run with --snapshot plans, and changes nothing.
-    result = run(vcenter, "download", "--vm", name, "--dest", str(dest), "--snapshot",
+    result = run(vcenter, "download", "--vm", name, "--disk-dir", str(dest), "--snapshot",
                  "--dry-run", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["action"] == "snapshot" and not dest.exists()
@@ -352,7 +358,7 @@ def test_snapshot_download_copies_and_removes_the_snapshot(vcenter, vcenter_vm, 
     image = tmp_path / "img.raw"
     image.write_bytes(os.urandom(1024 * 1024))
     vcsim.attach_disk(vcenter, name, image)
-    result = run(vcenter, "download", "--vm", name, "--dest", str(tmp_path / "d"),
+    result = run(vcenter, "download", "--vm", name, "--disk-dir", str(tmp_path / "d"),
                  "--snapshot", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["action"] == "snapshot"
@@ -362,13 +368,13 @@ def test_snapshot_download_copies_and_removes_the_snapshot(vcenter, vcenter_vm, 
     assert snapshot is None or not snapshot.rootSnapshotList
 
 
-def test_power_off_needs_tools_or_force(vcenter, vcenter_vm, session, tmp_path):
+def test_power_off_needs_tools_or_hard_power_off(vcenter, vcenter_vm, session, tmp_path):
     name = vcenter_vm(power_on=True)
-    result = run(vcenter, "download", "--vm", name, "--dest", str(tmp_path), "--power-off")
+    result = run(vcenter, "download", "--vm", name, "--disk-dir", str(tmp_path), "--power-off")
     # The simulator's fresh VM reports no running VMware Tools: no clean shutdown possible.
-    assert result.returncode == 1 and "--force" in one_error_line(result)
-    result = run(vcenter, "download", "--vm", name, "--dest", str(tmp_path), "--power-off",
-                 "--force", "--json")
+    assert result.returncode == 1 and "--hard-power-off" in one_error_line(result)
+    result = run(vcenter, "download", "--vm", name, "--disk-dir", str(tmp_path), "--power-off",
+                 "--hard-power-off", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["action"] == "power-off"
     assert _state(session, name)[0] == "poweredOff"
@@ -378,7 +384,7 @@ def _interrupt_download(vc, name: str, dest: Path, part: Path, size: int) -> int
     """Start a throttled download and SIGKILL it once a third is on disk."""
     env = {**os.environ, "VMSHIFT_VSPHERE_PASSWORD": vc.password}
     # 2 MiB/s: the copy takes ~4 s, long enough to kill it for real halfway.
-    proc = subprocess.Popen([*VMSHIFT, "download", "--vm", name, "--dest", str(dest),
+    proc = subprocess.Popen([*VMSHIFT, "download", "--vm", name, "--disk-dir", str(dest),
                              "--bandwidth", "2", "--url", vc.url, "--user", vc.user,
                              "--ca-file", str(vc.ca_path)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -406,7 +412,7 @@ def test_power_off_shuts_the_guest_down_through_tools(vcenter, vcenter_vm, sessi
     model = read_vm(session, find_vm(session, name))
     assert model.guest.tools_running is True and model.guest.tools_installed is True
     assert model.guest.hostname == f"{name}.example.test"
-    result = run(vcenter, "download", "--vm", name, "--dest", str(tmp_path), "--power-off",
+    result = run(vcenter, "download", "--vm", name, "--disk-dir", str(tmp_path), "--power-off",
                  "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["action"] == "shutdown"  # clean, not a hard power-off
@@ -424,7 +430,7 @@ def test_interrupted_download_resumes_to_identical_content(vcenter, vcenter_vm, 
     interrupted_at = _interrupt_download(vcenter, name, dest, part, size)
     assert not (dest / "uploaded-flat.vmdk").exists()  # never a partial file under the final name
 
-    result = run(vcenter, "download", "--vm", name, "--dest", str(dest), "--json")
+    result = run(vcenter, "download", "--vm", name, "--disk-dir", str(dest), "--json")
     assert result.returncode == 0, result.stderr
     files = {Path(f["path"]).name: f for f in json.loads(result.stdout)["files"]}
     assert files["uploaded-flat.vmdk"]["resumed_from"] == interrupted_at
@@ -438,7 +444,7 @@ def test_interrupted_download_resumes_to_identical_content(vcenter, vcenter_vm, 
                           str(dest / "uploaded.vmdk"), str(image)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     # Run again: everything is complete, nothing is fetched twice.
-    again = run(vcenter, "download", "--vm", name, "--dest", str(dest), "--json")
+    again = run(vcenter, "download", "--vm", name, "--disk-dir", str(dest), "--json")
     assert all(f["skipped"] for f in json.loads(again.stdout)["files"])
 
 
@@ -464,7 +470,7 @@ def test_a_source_that_changed_is_fetched_again_not_spliced(vcenter, vcenter_vm,
     _interrupt_download(vcenter, name, dest, part, size)
     second = os.urandom(size)
     _rewrite_on_datastore(vcenter, name, second)
-    result = run(vcenter, "download", "--vm", name, "--dest", str(dest), "--json")
+    result = run(vcenter, "download", "--vm", name, "--disk-dir", str(dest), "--json")
     assert result.returncode == 0, result.stderr
     flat = {Path(f["path"]).name: f for f in json.loads(result.stdout)["files"]}
     assert flat["uploaded-flat.vmdk"]["restarted"] is True
@@ -473,7 +479,7 @@ def test_a_source_that_changed_is_fetched_again_not_spliced(vcenter, vcenter_vm,
     # A finished copy is not "complete" any more once the source changes again.
     third = os.urandom(size)
     _rewrite_on_datastore(vcenter, name, third)
-    result = run(vcenter, "download", "--vm", name, "--dest", str(dest), "--json")
+    result = run(vcenter, "download", "--vm", name, "--disk-dir", str(dest), "--json")
     flat = {Path(f["path"]).name: f for f in json.loads(result.stdout)["files"]}
     assert flat["uploaded-flat.vmdk"]["skipped"] is False
     assert (dest / "uploaded-flat.vmdk").read_bytes() == third

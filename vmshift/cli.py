@@ -12,7 +12,7 @@ import click
 
 from vmshift import SCHEMA_VERSION, __version__
 from vmshift.cliutil import JSON_MODE
-from vmshift.errors import EXIT_BAD_INPUT, EXIT_FAILED, VmshiftError
+from vmshift.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_REFUSED, VmshiftError
 from vmshift.output import emit_json, to_jsonable
 
 VERBOSE = {"on": False}
@@ -61,32 +61,54 @@ def cli(verbose: bool) -> None:
                         format="vmshift: %(name)s: %(message)s", stream=sys.stderr)
 
 
-def _report_error(message: str, code: int, detail: object = None) -> None:
+# The "outcome" of a command's own document when it ends in an error (exit 1 or 3).
+OUTCOMES = {EXIT_FAILED: "failed", EXIT_BAD_INPUT: "bad_input", EXIT_REFUSED: "blocked"}
+
+
+def _report_error(message: str, code: int, detail: object = None,
+                  document: tuple[str, dict[str, object]] | None = None) -> None:
+    """One line on stderr; with --json also the one document on stdout: the command's
+    own (blocked inspection, failed doctor check...) when it gave one, else an error."""
     click.echo(f"vmshift: error: {message}", err=True)
-    if JSON_MODE["on"]:
+    if not JSON_MODE["on"]:
+        return
+    if document is not None:
+        kind, payload = document
+        emit_json(kind, {**payload, "outcome": payload.get("outcome", OUTCOMES[code])})
+    else:
         emit_json("error", {"error": {"message": message, "exit_code": code,
                                       "detail": to_jsonable(detail)}})
 
 
+def _usage_message(exc: click.ClickException) -> str:
+    """click's message, prefixed with the command it is about, on one line."""
+    ctx = getattr(exc, "ctx", None)
+    where = ctx.command_path.removeprefix("vmshift").strip() if ctx else ""
+    message = " ".join(exc.format_message().split())
+    return f"{where}: {message}" if where else message
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: map every failure to the exit-code convention."""
+    args = sys.argv[1:] if argv is None else argv
     JSON_MODE["on"] = False  # per invocation: main() may run several times in one process
     try:
-        code = cli.main(args=argv, prog_name="vmshift", standalone_mode=False)
-        # With standalone_mode=False click returns ctx.exit(N)'s N instead of raising:
-        # how a command exits 3 after printing its own (single) result document.
+        code = cli.main(args=args, prog_name="vmshift", standalone_mode=False)
+        # With standalone_mode=False click returns ctx.exit(N)'s N instead of raising.
         if isinstance(code, int) and code:
             return code
     except VmshiftError as exc:
-        _report_error(exc.message, exc.exit_code, exc.detail)
+        _report_error(exc.message, exc.exit_code, exc.detail, exc.document)
         return exc.exit_code
     except click.exceptions.Abort:
         _report_error("interrupted", EXIT_FAILED)
         return EXIT_FAILED
     except click.ClickException as exc:
-        # Usage errors: click already names the option at fault.
-        exc.show()
-        return EXIT_BAD_INPUT if isinstance(exc, click.UsageError) else exc.exit_code
+        # A usage error can come before --json's callback ran (an unknown option).
+        JSON_MODE["on"] = JSON_MODE["on"] or "--json" in args
+        code = EXIT_BAD_INPUT if isinstance(exc, click.UsageError) else exc.exit_code
+        _report_error(_usage_message(exc), code)
+        return code
     except KeyboardInterrupt:
         _report_error("interrupted", EXIT_FAILED)
         return EXIT_FAILED

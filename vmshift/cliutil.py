@@ -7,6 +7,7 @@ from typing import Any, NoReturn
 
 import click
 
+from vmshift import units
 from vmshift.errors import NotBuilt
 
 # Set by --json's callback so that main() can report an error as a JSON
@@ -43,6 +44,62 @@ def virt_type_option(f: Callable[..., Any]) -> Callable[..., Any]:
     )(f)
 
 
+class Bandwidth(click.ParamType):
+    """--bandwidth: 100M, 1G, 512K (per second; a bare number is MiB/s) -> bytes/s."""
+
+    name = "bandwidth"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return units.parse_bandwidth(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class Size(click.ParamType):
+    """A size such as 64k, 2M or 1.5G (powers of 1024; a bare number is bytes) -> bytes."""
+
+    name = "size"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return units.parse_size(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+BANDWIDTH = Bandwidth()
+SIZE = Size()
+
+
+def bandwidth_option(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--bandwidth RATE, the same flag and syntax wherever a transfer can be capped."""
+    return click.option("--bandwidth", type=BANDWIDTH, default=None, metavar="RATE",
+                        help=f"Cap {what} at RATE per second: 100M, 1G, 512K "
+                             "(powers of 1024); a bare number is MiB/s.")
+
+
 def not_built(command: str, issue: int) -> NoReturn:
     """A command whose capability does not exist yet says so and exits 1."""
     raise NotBuilt(f"`vmshift {command}` is not built yet (tracked in issue {issue})")
+
+
+def not_built_command(name: str, issue: int, summary: str) -> click.Command:
+    """A placeholder for a command not built yet: --help describes it; any other use,
+    whatever its arguments, says so in one line and exits 1 (never a usage error)."""
+
+    @click.command(name=name, help=f"{summary.rstrip('.')} (not built yet).",
+                   context_settings={"ignore_unknown_options": True,
+                                     "allow_extra_args": True})
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="...")
+    @json_option
+    def command(args: tuple[str, ...], json_mode: bool) -> None:
+        not_built(name, issue)
+
+    return command

@@ -1,110 +1,130 @@
 """`make demo`: the main job, end to end, on the built-in reference guest.
 
-A VMware-style Debian 12 guest (VMX + VMDK, pvscsi, vmxnet3, a static MAC,
-open-vm-tools) goes through what vmshift can do today:
-
-1. doctor: which domain type this host can run (KVM or TCG);
-2. inspect: what is inside the guest, and the pre-flight findings;
-3. convert disk: the VMDK into a qcow2 volume in a libvirt pool on a test-bed
-   host, uploaded through the libvirt stream API, and verified;
-4. vmx2xml: the VMX as KVM-ready domain XML (same UUID and MAC, virtio);
-5. the domain is defined on that host, booted, and must reach its login prompt.
-
-Every step runs the real `vmshift` command, shown as it is typed. The guest
-drivers stage (rewriting fstab, removing VMware tools) is a later issue, so
-the demo boots the guest as converted so far, and says so.
+A VMware-style Debian 12 guest (VMX + VMDK, pvscsi, vmxnet3 with a static
+MAC, ens192, /dev/sda1 in fstab, open-vm-tools) becomes a KVM domain on a
+one-host libvirt test bed with ONE `vmshift convert vm`, which boots it and
+prints what the guest reported of itself (interface, address, failed units)
+and how long each stage took. Every command is the real CLI, shown as typed.
+Afterwards the domain and its volumes are removed, and the bed is stopped if
+the demo started it.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import subprocess
 import sys
+import tempfile
 import time
-
-from lxml import etree
-
-from vmshift.testbed.console import Console
-from vmshift.testbed.guest import reference_guest
-from vmshift.testbed.hosts import bed_down, bed_up, load_bed
+from typing import Any
 
 BED = os.environ.get("VMSHIFT_DEMO_BED", "vmshift-demo")
-BOOT_TIMEOUT_S = 900  # a full Debian boot under TCG on 2 loaded cores
+NETWORK_MAP = "VM Network=vmshift-net"
+
+
+class DemoFailed(Exception):
+    """One line saying which step failed; the command's own error is above it."""
 
 
 def say(title: str) -> None:
     print(f"\n=== {title}", flush=True)
 
 
-def vmshift(*args: str, ok: tuple[int, ...] = (0,), capture: bool = False) -> str:
-    """Run the real CLI, echoing the command line like a terminal would."""
-    print("$ vmshift " + " ".join(args), flush=True)
-    proc = subprocess.run([sys.executable, "-m", "vmshift", *args], text=True,
-                          stdout=subprocess.PIPE if capture else None)
-    if proc.returncode not in ok:
-        raise SystemExit(f"demo: `vmshift {args[0]}` exited {proc.returncode}")
-    return proc.stdout or ""
+def show(cmd: list[str]) -> None:
+    print("$ " + shlex.join(cmd), flush=True)
 
 
-def point_disk_at_volume(xml: str, volume_path: str) -> str:
-    """The converted disk replaces the VMDK that vmx2xml names (one-disk guest)."""
-    root = etree.fromstring(xml.encode())
-    disk = root.find("./devices/disk[@device='disk']")
-    disk.find("source").set("file", volume_path)
-    disk.find("driver").set("type", "qcow2")
-    return etree.tostring(root, encoding="unicode")
+def vmshift(*args: str) -> None:
+    """Run the CLI with its human output straight to the terminal."""
+    show(["vmshift", *args])
+    code = subprocess.run([sys.executable, "-m", "vmshift", *args]).returncode
+    if code != 0:
+        raise DemoFailed(f"`vmshift {' '.join(args[:2])}` exited {code}")
 
 
-def boot_and_wait(conn, xml: str) -> float:  # type: ignore[no-untyped-def]
-    dom = conn.defineXML(xml)
+def vmshift_json(*args: str) -> dict[str, Any]:
+    """Run the CLI with --json; its progress events become one line per step."""
+    show(["vmshift", *args, "--json"])
     start = time.monotonic()
-    dom.create()
+    with tempfile.TemporaryFile("w+") as out:  # a file: a big document cannot block the pipe
+        proc = subprocess.Popen([sys.executable, "-m", "vmshift", *args, "--json"],
+                                stdout=out, stderr=subprocess.PIPE, text=True)
+        assert proc.stderr is not None
+        last = None
+        for line in proc.stderr:
+            last = _render_event(line, start, last)
+        proc.wait()
+        out.seek(0)
+        text = out.read()
     try:
-        console = Console(conn, dom)
-        match = console.wait_for(r"(\S+) login:", BOOT_TIMEOUT_S)
-        print(f"guest console: '{match.group(0)}' after {time.monotonic() - start:.0f} s")
+        doc = json.loads(text)
+    except ValueError:
+        doc = {}
+    if proc.returncode != 0:
+        message = doc.get("error", {}).get("message") or f"exited {proc.returncode}"
+        raise DemoFailed(f"`vmshift {' '.join(args[:2])}`: {message}")
+    return doc
+
+
+def _render_event(line: str, start: float, last: str | None) -> str | None:
+    try:
+        event = json.loads(line)
+    except ValueError:
+        print(line, end="", file=sys.stderr)  # not an event: pass it on unchanged
+        return last
+    text = event.get("step") or event.get("message")
+    if text and text != last:
+        print(f"  [{time.monotonic() - start:5.0f} s] {text}", flush=True)
+    return text or last
+
+
+def remove_domain(uri: str, name: str) -> None:
+    """virsh, shown as typed: stop the domain, then undefine it with its volumes."""
+    stop = ["virsh", "-c", uri, "destroy", name]
+    show(stop)
+    subprocess.run(stop, check=False)  # it may have stopped by itself: not an error
+    undefine = ["virsh", "-c", uri, "undefine", name, "--remove-all-storage"]
+    show(undefine)
+    if subprocess.run(undefine, check=False).returncode != 0:
+        raise DemoFailed(f"could not remove domain {name} and its volumes from {uri}")
+
+
+def demo() -> None:
+    say("1. the reference VMware guest (built once, ~5-8 min, then cached in $VMSHIFT_CACHE)")
+    guest = vmshift_json("testbed", "guest", "build", "--variant", "base")["guests"]["base"]
+    print(f"  {guest['vmx']}  (MAC {guest['mac']}, ens192 {guest['ipv4']})")
+
+    say(f"2. a one-host libvirt test bed '{BED}' to receive it")
+    started_bed = not vmshift_json("testbed", "status", "--name", BED)["up"]
+    bed = vmshift_json("testbed", "up", "--hosts", "1", "--storage", "directory",
+                       "--name", BED)
+    host = bed["hosts"][0]
+    print(f"  {host['name']}: {host['uri']}, pool {host['private_pool']}, "
+          f"network {bed['network']}")
+    try:
+        say("3. convert it, start it and check what the guest says of itself")
+        vmshift("convert", "vm", "--vmx", guest["vmx"], "--output", "libvirt",
+                "--connect", host["uri"], "--pool", host["private_pool"],
+                "--network-map", NETWORK_MAP, "--start", "--verify-boot")
+        say("4. clean up")
+        remove_domain(host["uri"], guest["name"])
     finally:
-        dom.destroy()
-        dom.undefine()
-    return time.monotonic() - start
+        if started_bed:
+            vmshift("testbed", "down", "--name", BED)
 
 
 def main() -> int:
-    say("1. doctor: what can this host run?")
-    vmshift("doctor", "--skip-guestfs")
-
-    say("2. the reference VMware guest (built once, then cached in $VMSHIFT_CACHE)")
-    t0 = time.monotonic()
-    guest = reference_guest("base")
-    print(f"{guest.vmx}  ({time.monotonic() - t0:.0f} s)")
-
-    say("3. inspect: what is inside, and what will break?")
-    vmshift("inspect", str(guest.vmx), ok=(0, 3))
-
-    started_bed = load_bed(BED) is None
-    say(f"4. a one-host libvirt test bed '{BED}' to receive the VM")
-    bed = bed_up(BED, hosts=1)
-    host = bed.hosta
     try:
-        say("5. convert the disk into a pool on that host (stream upload, verified)")
-        volume = f"{guest.name}.qcow2"
-        vmshift("convert", "disk", str(guest.vmdk_sparse), volume, "--pool", host.private_pool,
-                "--connect", host.uri, "--force")
-        conn = host.connect()
-        vol = conn.storagePoolLookupByName(host.private_pool).storageVolLookupByName(volume)
-
-        say("6. vmx2xml: the VM definition, for KVM")
-        xml = vmshift("vmx2xml", str(guest.vmx), "--default-network", bed.network,
-                      capture=True)
-        print(xml)
-
-        say("7. define and boot it; wait for the login prompt on the serial console")
-        seconds = boot_and_wait(conn, point_disk_at_volume(xml, vol.path()))
-        vol.delete(0)
-        say(f"done: the converted guest booted to its login prompt in {seconds:.0f} s")
-    finally:
-        if started_bed:
-            bed_down(BED)
+        demo()
+    except DemoFailed as exc:
+        print(f"demo: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("demo: interrupted", file=sys.stderr)
+        return 130
+    print("\ndemo: done", flush=True)
     return 0
 
 

@@ -29,6 +29,12 @@ class Check:
     ok: bool
     detail: str
     facts: dict[str, object] = field(default_factory=dict)
+    # ok; warning: works, but less well (TCG instead of KVM, no post-copy);
+    # failed: the user's work cannot be done here, and doctor exits 1.
+    status: str = ""
+
+    def __post_init__(self) -> None:
+        self.status = self.status or ("ok" if self.ok else "failed")
 
 
 def check_kvm() -> Check:
@@ -39,7 +45,8 @@ def check_kvm() -> Check:
         return Check("kvm", True, f"KVM works: {kvm.reason}", facts)
     fallback = ("TCG works, domains get type='qemu'" if tcg.usable
                 else f"TCG also fails: {tcg.reason}")
-    return Check("kvm", False, f"KVM unusable: {kvm.reason}; {fallback}", facts)
+    return Check("kvm", False, f"KVM unusable: {kvm.reason}; {fallback}", facts,
+                 "warning" if tcg.usable else "failed")
 
 
 def check_libguestfs() -> Check:
@@ -47,6 +54,8 @@ def check_libguestfs() -> Check:
         g = host.new_guestfs()
     except ImportError as exc:
         return Check("libguestfs", False, f"python3-guestfs missing: {exc}")
+    except RuntimeError as exc:  # e.g. LIBGUESTFS_BACKEND names no backend
+        return Check("libguestfs", False, f"cannot set libguestfs up: {exc}")
     start = time.monotonic()
     try:
         g.add_drive_scratch(16 * 1024 * 1024)
@@ -54,7 +63,9 @@ def check_libguestfs() -> Check:
         version = g.version()
         g.shutdown()
     except RuntimeError as exc:
-        return Check("libguestfs", False, f"appliance failed to launch: {exc}")
+        # The first line says why; the rest is libguestfs' generic advice on debugging.
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return Check("libguestfs", False, f"appliance failed to launch: {why}")
     finally:
         g.close()
     seconds = round(time.monotonic() - start, 1)
@@ -67,8 +78,10 @@ def check_libguestfs() -> Check:
 def check_libvirt(uri: str) -> Check:
     import libvirt
 
+    from vmshift import libvirtconn
+
     try:
-        conn = host.open_libvirt(uri)
+        conn = libvirtconn.connect(uri)
     except OperationFailed as exc:
         return Check("libvirt", False, exc.message,
                      {"uri": uri, "library_version": _libvirt_version(libvirt.getVersion())})
@@ -113,7 +126,7 @@ def check_userfaultfd() -> Check:
     why = (f"vm.unprivileged_userfaultfd={sysctl} and QEMU runs as {user}"
            f"{f'; /dev/userfaultfd is {dev_mode}' if dev_mode else ''}: post-copy will fail. "
            "Fix: sysctl vm.unprivileged_userfaultfd=1, or grant the QEMU user /dev/userfaultfd")
-    return Check("userfaultfd", False, why, facts)
+    return Check("userfaultfd", False, why, facts, "warning")  # only post-copy needs it
 
 
 def _first_line(cmd: list[str]) -> str | None:
@@ -134,6 +147,9 @@ def check_versions() -> Check:
     return Check("versions", not missing, detail, facts)
 
 
+LABELS = {"ok": "ok  ", "warning": "warn", "failed": "FAIL"}
+
+
 def run_checks(uri: str, *, skip_guestfs: bool = False) -> list[Check]:
     checks = [check_kvm(), check_libvirt(uri), check_userfaultfd(), check_versions()]
     if not skip_guestfs:
@@ -149,16 +165,22 @@ def run_checks(uri: str, *, skip_guestfs: bool = False) -> list[Check]:
 def doctor(uri: str, skip_guestfs: bool, json_mode: bool) -> None:
     """Check what this host can do: KVM, libguestfs, libvirt, userfaultfd, versions.
 
-    Every check runs the real thing. Always exits 0 once the report is made:
-    a failed check is a finding, not an error.
+    Every check runs the real thing. Exits 1 when a check the work needs fails
+    (libvirt unreachable, libguestfs cannot launch, QEMU missing); KVM missing
+    while TCG works, and no userfaultfd (post-copy), are warnings: exit 0.
     """
     checks = run_checks(uri, skip_guestfs=skip_guestfs)
     kvm = next(c for c in checks if c.name == "kvm")
+    payload = {"virt_type": kvm.facts["virt_type"], "checks": {c.name: c for c in checks}}
+    if not json_mode:
+        width = max(len(c.name) for c in checks)
+        for c in checks:
+            click.echo(f"{c.name:<{width}}  {LABELS[c.status]}  {c.detail}")
+        click.echo(f"{'domains':<{width}}  ->    type='{kvm.facts['virt_type']}'")
+    failed = [c for c in checks if c.status == "failed"]
+    if failed:
+        raise OperationFailed(f"doctor: {failed[0].name}: {failed[0].detail}"
+                              + (f" (and {len(failed) - 1} more failed)" if failed[1:] else ""),
+                              document=("doctor", payload))
     if json_mode:
-        emit_json("doctor", {"virt_type": kvm.facts["virt_type"],
-                             "checks": {c.name: c for c in checks}})
-        return
-    width = max(len(c.name) for c in checks)
-    for c in checks:
-        click.echo(f"{c.name:<{width}}  {'ok  ' if c.ok else 'FAIL'}  {c.detail}")
-    click.echo(f"{'domains':<{width}}  ->    type='{kvm.facts['virt_type']}'")
+        emit_json("doctor", {**payload, "outcome": "ok"})

@@ -17,11 +17,16 @@ class VmshiftError(Exception):
 
     exit_code = EXIT_FAILED
 
-    def __init__(self, message: str, *, detail: object | None = None) -> None:
+    def __init__(self, message: str, *, detail: object | None = None,
+                 document: tuple[str, dict[str, object]] | None = None) -> None:
         super().__init__(message)
         self.message = message
         # Extra structured data for --json output (e.g. findings).
         self.detail = detail
+        # (kind, payload): the command's own result document, which --json then
+        # prints instead of an error document (a refused inspection, a doctor
+        # report with a failed check). Its "outcome" says how it ended.
+        self.document = document
 
 
 class OperationFailed(VmshiftError):

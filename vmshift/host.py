@@ -187,22 +187,3 @@ def new_guestfs():  # type: ignore[no-untyped-def]
         g.set_backend_settings(["force_tcg"])
     return g
 
-
-def _silence_libvirt() -> None:
-    """libvirt prints every error to stderr by default; vmshift reports its own."""
-    import libvirt
-
-    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
-
-
-def open_libvirt(uri: str, *, readonly: bool = False):  # type: ignore[no-untyped-def]
-    """Connect to a libvirt daemon; an unreachable host is an OperationFailed (exit 1)."""
-    import libvirt
-
-    from vmshift.errors import OperationFailed
-
-    _silence_libvirt()
-    try:
-        return libvirt.openReadOnly(uri) if readonly else libvirt.open(uri)
-    except libvirt.libvirtError as exc:
-        raise OperationFailed(f"cannot connect to {uri}: {exc.get_error_message()}") from exc

@@ -63,6 +63,8 @@ class ConnectionType(StrEnum):
     HOSTONLY = "hostonly"
     CUSTOM = "custom"
     NONE = "none"
+    DIRECT = "direct"  # macvtap onto a host interface (libvirt type='direct')
+    USER = "user"  # user-mode networking inside the hypervisor process (SLIRP)
 
 
 @dataclass
@@ -75,11 +77,22 @@ class Controller:
 
 
 @dataclass
+class Tpm:
+    backend: str | None = None  # emulator (state in files), passthrough (a host TPM)
+    version: str | None = None  # 1.2, 2.0
+    state_dir: str | None = None  # None: the hypervisor's default place
+
+
+@dataclass
 class Firmware:
     type: FirmwareType | None = None
     secure_boot: bool | None = None
     nvram_present: bool | None = None  # an NVRAM/vars file the VM owns
     tpm_present: bool | None = None  # a vTPM whose state must travel
+    # Where that state lives, when the source says (libvirt does; its state
+    # files travel apart from the disks).
+    nvram_path: str | None = None
+    tpms: list[Tpm] | None = None
 
 
 @dataclass
@@ -123,6 +136,11 @@ class Disk:
     # this byte range, read in place (libvirt <slice>) instead of extracted.
     source_offset: int | None = None
     source_size: int | None = None
+    # Added by the libvirt reader (a KVM host as the source, for migrate).
+    target_dev: str | None = None  # the device name the source gives it (vda)
+    source_type: str | None = None  # how it is reached: file, block, volume, network
+    volume: str | None = None  # a volume in the storage pool named by ``datastore``
+    cache: str | None = None  # the host cache mode (none, writeback, ...)
 
 
 @dataclass
@@ -132,6 +150,9 @@ class CdRom:
     unit: int | None = None
     device_type: str | None = None  # iso, host-device, passthrough, empty
     boot_order: int | None = None
+    target_dev: str | None = None
+    source_type: str | None = None  # file, block, volume, network
+    readonly: bool | None = None
 
 
 @dataclass
@@ -139,6 +160,9 @@ class Floppy:
     source: str | None = None
     unit: int | None = None
     device_type: str | None = None  # image, host-device, empty
+    target_dev: str | None = None
+    source_type: str | None = None
+    readonly: bool | None = None
 
 
 @dataclass
@@ -152,6 +176,9 @@ class Nic:
     portgroup_key: str | None = None
     label: str | None = None
     boot_order: int | None = None
+    # The PCI slot the source gave it: ESXi guests name the NIC after it (slot
+    # 192 -> ens192), which is how conversion pins the old name to this MAC.
+    pci_slot: int | None = None
 
 
 @dataclass
@@ -225,6 +252,7 @@ class VirtualMachine:
     power_state: str | None = None  # poweredOn, poweredOff, suspended
     host: str | None = None  # the hypervisor host it runs on
     annotation: str | None = None  # the VM's own notes field
+    leases: list[str] | None = None  # lock-manager leases it holds (lockspace/key)
     notes: list[str] = field(default_factory=list)  # reader warnings
 
     def disk_paths(self) -> list[str]:

@@ -10,13 +10,14 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import re
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import click
-from tqdm import tqdm
 
 from vmshift import SCHEMA_VERSION
 
@@ -38,6 +39,8 @@ def to_jsonable(value: Any) -> Any:
 
 def emit_json(kind: str, payload: dict[str, Any]) -> None:
     """Print the one final JSON document of a command."""
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", kind):  # one style for every kind: snake_case
+        raise ValueError(f"JSON kind {kind!r} is not snake_case")
     doc = {"schema_version": SCHEMA_VERSION, "kind": kind, **to_jsonable(payload)}
     click.echo(json.dumps(doc, indent=2, sort_keys=False))
 
@@ -57,6 +60,9 @@ def notice(message: str, json_mode: bool) -> None:
         click.echo(message, err=True)
 
 
+_BAR_LOCK = threading.RLock()
+
+
 class Progress:
     """A byte or step counter shown as a tqdm bar, or as JSON lines on stderr."""
 
@@ -68,6 +74,13 @@ class Progress:
         self._min_interval = min_interval
         self._bar = None
         if not json_mode:
+            # Imported here: tqdm costs a quarter of `vmshift convert disk`'s imports,
+            # and a bar is first drawn while qemu-img already runs.
+            from tqdm import tqdm
+
+            # Bars are drawn from threads, never from other processes: a thread lock
+            # spares tqdm's default one importing multiprocessing for a semaphore.
+            tqdm.set_lock(_BAR_LOCK)
             scale = unit == "B"
             self._bar = tqdm(total=total, desc=task, unit=unit, unit_scale=scale,
                              unit_divisor=1024 if scale else 1000, position=position,

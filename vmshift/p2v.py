@@ -1,12 +1,5 @@
 """CLI for `vmshift p2v` (not built yet)."""
 
-import click
+from vmshift.cliutil import not_built_command
 
-from vmshift.cliutil import json_option, not_built
-
-
-@click.command(name="p2v")
-@json_option
-def p2v(json_mode: bool) -> None:
-    """Convert a physical machine's disks through the same pipeline."""
-    not_built("p2v", 9)
+p2v = not_built_command("p2v", 9, "Convert a physical machine's disks through the same pipeline.")

@@ -10,30 +10,34 @@ from pathlib import Path
 
 import click
 
-from vmshift.cliutil import dry_run_option, json_option
+from vmshift.cliutil import SIZE, bandwidth_option, dry_run_option, json_option
+from vmshift.confine import allow_device_option
 from vmshift.convert import disks
 from vmshift.convert.disk_plan import plan
-from vmshift.convert.safety import human
 from vmshift.errors import BadInput
 from vmshift.output import emit_json, notice
+from vmshift.units import human
 
 CACHE_MODES = ["none", "writeback", "writethrough", "directsync", "unsafe"]
 
 
-@click.group()
+class _ConvertGroup(click.Group):
+    """`convert vm` is imported only when it runs: `convert disk` stays light."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), "vm"})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name == "vm" and name not in self.commands:
+            from vmshift.convert.vm.cli import convert_vm
+
+            self.add_command(convert_vm, "vm")
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_ConvertGroup)
 def convert() -> None:
     """Convert disks and VM definitions for KVM."""
-
-
-def _size(value: str | None) -> int | None:
-    if value is None:
-        return None
-    units = {"k": 1024, "m": 1024**2}
-    v = value.strip().lower().removesuffix("b")
-    try:
-        return int(v[:-1]) * units[v[-1]] if v and v[-1] in units else int(v)
-    except (ValueError, KeyError):
-        raise BadInput(f"--cluster-size: {value!r} is not a size (e.g. 64k, 2M)") from None
 
 
 @convert.command("disk")
@@ -44,7 +48,8 @@ def _size(value: str | None) -> int | None:
 @click.option("--connect", "connect_uri", metavar="URI",
               help="libvirt URI of the pool's host, e.g. qemu+tcp://host/system.")
 @click.option("--compress", is_flag=True, help="Compressed qcow2 (smaller, slower to write).")
-@click.option("--cluster-size", help="qcow2 cluster size (default 64k).")
+@click.option("--cluster-size", type=SIZE, metavar="SIZE",
+              help="qcow2 cluster size, e.g. 64k (the default) or 2M.")
 @click.option("--preallocation", type=click.Choice(disks.PREALLOCATION), default="off",
               show_default=True, help="Sparse by default; or preallocate the output.")
 @click.option("--coroutines", type=int, default=disks.DEFAULT_COROUTINES, show_default=True,
@@ -58,8 +63,7 @@ def _size(value: str | None) -> int | None:
 @click.option("--source-cache", type=click.Choice(CACHE_MODES),
               default=disks.DEFAULT_SOURCE_CACHE, show_default=True,
               help="Source cache mode (-T).")
-@click.option("--rate-limit", metavar="RATE",
-              help="Cap qemu-img's throughput and the pool upload, e.g. 100M.")
+@bandwidth_option("qemu-img's throughput and the pool upload")
 @click.option("--parallel-disks", type=int, default=1, show_default=True,
               help="Convert this many disks at once.")
 @click.option("--verify/--no-verify", default=True, show_default=True,
@@ -74,14 +78,16 @@ def _size(value: str | None) -> int | None:
 @click.option("--tmpdir", type=click.Path(path_type=Path),
               help="Staging directory for pool uploads (default /var/tmp).")
 @click.option("--force", is_flag=True, help="Overwrite an existing output file or volume.")
+@allow_device_option
 @dry_run_option
 @json_option
 def convert_disk(paths: tuple[str, ...], out_format: str, pool: str | None,
-                 connect_uri: str | None, compress: bool, cluster_size: str | None,
+                 connect_uri: str | None, compress: bool, cluster_size: int | None,
                  preallocation: str, coroutines: int, out_of_order: str, target_cache: str,
-                 source_cache: str, rate_limit: str | None, parallel_disks: int,
+                 source_cache: str, bandwidth: int | None, parallel_disks: int,
                  verify: bool, snapshot: str | None, source_format: str | None,
-                 tmpdir: Path | None, force: bool, dry_run: bool, json_mode: bool) -> None:
+                 tmpdir: Path | None, force: bool, allow_devices: tuple[str, ...],
+                 dry_run: bool, json_mode: bool) -> None:
     """Convert disk images (VMDK in every form, raw, qcow2, VDI, VHD, VHDX) to
     qcow2 or raw, into a file or a libvirt pool volume on any host.
 
@@ -93,12 +99,12 @@ def convert_disk(paths: tuple[str, ...], out_format: str, pool: str | None,
     if len(paths) < 2:
         raise BadInput("convert disk: give at least one SRC and a DST")
     o = disks.ConvertOptions(
-        out_format=out_format, compress=compress, cluster_size=_size(cluster_size),
+        out_format=out_format, compress=compress, cluster_size=cluster_size,
         preallocation=preallocation, coroutines=coroutines, out_of_order=out_of_order,
-        target_cache=target_cache, source_cache=source_cache, rate_limit=rate_limit,
+        target_cache=target_cache, source_cache=source_cache, bandwidth=bandwidth,
         parallel_disks=parallel_disks, verify=verify, force=force, snapshot=snapshot,
         source_format=source_format, tmpdir=tmpdir, pool=pool, connect=connect_uri,
-        json_mode=json_mode)
+        json_mode=json_mode, allow_devices=allow_devices)
     jobs, target = plan([Path(p) for p in paths[:-1]], paths[-1], o)
     if not dry_run:
         disks.Run(jobs, o, target).execute()
@@ -111,7 +117,7 @@ def _report(jobs: list[disks.DiskJob], o: disks.ConvertOptions, dry_run: bool,
         for job in jobs:
             job.argv = disks.convert_args(job, job.dst or Path(str(job.volume)), o).argv()
     if json_mode:
-        emit_json("convert-disk", {"dry_run": dry_run, "format": o.out_format,
+        emit_json("convert_disk", {"dry_run": dry_run, "format": o.out_format,
                                    "pool": o.pool, "connect": o.connect,
                                    "disks": [j.report() for j in jobs]})
         return

@@ -11,9 +11,11 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from vmshift import confine
 from vmshift.convert import formats, safety
 from vmshift.convert.disks import ConvertOptions, DiskJob, check_options, estimate
 from vmshift.errors import BadInput, OperationFailed, bad_input
+from vmshift.units import human
 
 if TYPE_CHECKING:  # libvirt is imported only when a pool is used
     from vmshift.convert import pool as poolmod
@@ -26,8 +28,9 @@ def plan(sources: list[Path], dst: str, o: ConvertOptions
     check_options(o)
     if o.snapshot is not None and len(sources) > 1:
         raise BadInput("--snapshot: only with a single source disk")
-    images = [formats.open_source(s, snapshot=o.snapshot, forced=o.source_format)
-              for s in sources]
+    policy = confine.Policy.of(devices=o.allow_devices, disk_dirs=o.disk_dirs)
+    images = [formats.open_source(s, snapshot=o.snapshot, forced=o.source_format,
+                                  policy=policy) for s in sources]
     jobs = [DiskJob(source=img) for img in images]
     target = None
     if o.pool is not None:
@@ -105,5 +108,5 @@ def _check_space(jobs: list[DiskJob], o: ConvertOptions,
         if need > free:
             raise OperationFailed(
                 f"not enough free space in pool {target.name} on {target.uri}: this "
-                f"conversion needs about {safety.human(need)}, {safety.human(free)} is "
+                f"conversion needs about {human(need)}, {human(free)} is "
                 "available; nothing was written")

@@ -9,6 +9,7 @@ converted and verified, and the undo list removes everything on failure.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -43,7 +44,7 @@ class ConvertOptions:
     out_of_order: str = "auto"  # auto: only where safe (raw or preallocated)
     target_cache: str = DEFAULT_TARGET_CACHE
     source_cache: str = DEFAULT_SOURCE_CACHE
-    rate_limit: str | None = None
+    bandwidth: int | None = None  # bytes per second (--bandwidth)
     parallel_disks: int = 1
     verify: bool = True
     force: bool = False
@@ -53,6 +54,10 @@ class ConvertOptions:
     pool: str | None = None
     connect: str | None = None
     json_mode: bool = False
+    allow_devices: tuple[str, ...] = ()  # --allow-device: devices a source may be or name
+    # Directories a source's backing chain may reach besides its own (convert vm's
+    # overlays sit in a work directory over sources elsewhere).
+    disk_dirs: tuple[Path, ...] = ()
     # Test hook: called with the finished (unverified) output, before verification.
     after_convert: Callable[[Path], None] | None = None
 
@@ -96,7 +101,8 @@ def check_options(o: ConvertOptions) -> None:
         raise BadInput("--coroutines: 1 to 16 (qemu-img's limit)")
     if o.parallel_disks < 1:
         raise BadInput("--parallel-disks: at least 1")
-    safety.parse_rate(o.rate_limit)  # refuse a malformed rate before anything starts
+    if o.bandwidth is not None and o.bandwidth <= 0:
+        raise BadInput("--bandwidth: must be more than 0")
     if (o.pool is None) != (o.connect is None):
         raise BadInput("--pool and --connect go together")
 
@@ -136,7 +142,7 @@ def convert_args(job: DiskJob, target: Path, o: ConvertOptions) -> ConvertArgs:
                        create_options=create_options(o), compress=o.compress,
                        coroutines=o.coroutines, out_of_order=out_of_order(o),
                        target_cache=o.target_cache, source_cache=o.source_cache,
-                       rate_limit=o.rate_limit)
+                       rate_limit=o.bandwidth)
 
 
 class Run:
@@ -195,14 +201,15 @@ class Run:
         job.temp = staging
         self.undo.add_file(staging)
         args = convert_args(job, staging, self.o)
+        # A file output is fsynced at commit: write it back while qemu-img copies.
+        # A staged upload is deleted after the upload and never needs the disk.
         job.argv = args.argv()
-        proc = qemuimg.run_with_progress(job.argv, self.progress.converter(index),
-                                         what="convert")
+        with safety.writeback(staging) if job.dst is not None else contextlib.nullcontext():
+            proc = qemuimg.run_with_progress(job.argv, self.progress.converter(index),
+                                             what="convert")
         if proc.returncode != 0:
             raise _convert_error(job, staging, proc)
         self.progress.finish(index, "convert")
-        if job.dst is not None and self.o.verify:
-            safety.start_writeback(staging)  # overlaps the commit's fsync with verify
         if self.o.after_convert is not None:
             self.o.after_convert(staging)
         if self.o.verify:
@@ -222,7 +229,7 @@ class Run:
         return safety.temp_name(tmpdir / f"{job.volume}")
 
     def _upload(self, index: int, job: DiskJob, staging: Path) -> None:
-        from vmshift.convert import pool as poolmod
+        from vmshift import volumes
         from vmshift.convert.verify import verify_upload
 
         assert self.target is not None and job.volume is not None
@@ -233,10 +240,10 @@ class Run:
         # so holes skipped by the sparse stream read as zeroes (a qcow2 volume made by
         # libvirt would leave its own header bytes wherever our image has a hole).
         # The pool refresh afterwards lets libvirt probe the real format and size.
-        vol = poolmod.create_volume(self.target, job.volume, size, "raw")
+        vol = volumes.create(self.target.pool, job.volume, size, "raw")
         self.undo.add(f"delete volume {job.volume}", lambda: vol.delete(0))
-        poolmod.upload(self.target, vol, staging, self.progress.uploader(index, size),
-                       self.failed.is_set, safety.parse_rate(self.o.rate_limit))
+        volumes.upload(self.target.conn, vol, staging, self.progress.uploader(index, size),
+                       self.failed.is_set, self.o.bandwidth)
         self.progress.finish(index, "upload")
         self.target.pool.refresh(0)
         if self.o.verify:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vmshift import confine
 from vmshift.convert import qemuimg, vmdk
 from vmshift.convert.vmdk_sparse import check_sparse_extent
 from vmshift.errors import BadInput, bad_input
@@ -90,19 +91,25 @@ def detect(path: Path, forced: str | None = None) -> str:
     return content
 
 
-def open_source(given: Path, *, snapshot: str | None = None,
-                forced: str | None = None) -> SourceImage:
-    """Detect, validate and pick the snapshot point of one source disk."""
+def open_source(given: Path, *, snapshot: str | None = None, forced: str | None = None,
+                policy: confine.Policy | None = None) -> SourceImage:
+    """Detect, validate and pick the snapshot point of one source disk.
+
+    Its chain (VMDK extents and parents, backing files) is confined to its
+    directory, and a device is read only when ``policy`` allows it.
+    """
     if not given.exists():
         raise bad_input(given, "no such file")
+    if given.is_block_device() or given.is_char_device():
+        confine.check(given, [], confine.Where(given), policy)
     fmt = detect(given, forced)
     if fmt == "vmdk":
-        return _open_vmdk(given, snapshot)
-    return _open_generic(given, fmt, snapshot)
+        return _open_vmdk(given, snapshot, policy)
+    return _open_generic(given, fmt, snapshot, policy)
 
 
-def _open_vmdk(given: Path, snapshot: str | None) -> SourceImage:
-    chain = vmdk.resolve_chain(given)
+def _open_vmdk(given: Path, snapshot: str | None, policy: confine.Policy | None) -> SourceImage:
+    chain = vmdk.resolve_chain(given, policy=policy)
     for desc in chain:
         _check_vmdk(desc)
     chosen = _pick(given, [d.path for d in chain], snapshot)
@@ -149,8 +156,9 @@ def _vmdk_info(desc: vmdk.VmdkDescriptor) -> dict[str, object]:
                                    f"read it): {exc.message.split(': ', 1)[-1]}") from None
 
 
-def _open_generic(given: Path, fmt: str, snapshot: str | None) -> SourceImage:
-    images = qemuimg.info(given, fmt, chain=True)
+def _open_generic(given: Path, fmt: str, snapshot: str | None,
+                  policy: confine.Policy | None) -> SourceImage:
+    images = confine.backing_chain(given, fmt, policy, qemuimg.info)
     chain = [Path(i["filename"]) for i in images]
     chosen = _pick(given, chain, snapshot)
     index = [_key(c) for c in chain].index(_key(chosen))

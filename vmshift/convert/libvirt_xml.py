@@ -154,6 +154,11 @@ class XmlObject:
     def to_xml(self) -> str:
         return etree.tostring(self.node, pretty_print=True, encoding="unicode")
 
+    def fragment(self, path: str) -> str | None:
+        """The element at PATH serialised as it is (e.g. <cpu> for compareCPU)."""
+        node = _find(self.node, _split(path)[0], create=False)
+        return etree.tostring(node, encoding="unicode") if node is not None else None
+
     @classmethod
     def from_xml(cls: type[T], text: str | bytes) -> T:
         parser = etree.XMLParser(resolve_entities=False, no_network=True)
@@ -175,6 +180,7 @@ class Disk(XmlObject):
     source_dev = Prop("./source/@dev")
     source_pool = Prop("./source/@pool")
     source_volume = Prop("./source/@volume")
+    source_name = Prop("./source/@name")  # a network disk's image (rbd pool/image, ...)
     # A byte range of the source file (a disk inside an OVA tar), read in place.
     slice_type = Prop("./source/slices/slice/@type")
     slice_offset = Prop("./source/slices/slice/@offset", int)
@@ -199,6 +205,31 @@ class Disk(XmlObject):
         """The file or device behind the disk, whatever its type."""
         return self.source_file or self.source_dev
 
+    def point_at_file(self, path: str) -> None:
+        """Make this a file disk on PATH. Nothing of the old source stays: its
+        attributes and children, and the backing chain, which described the
+        old files (a copy is flattened)."""
+        self.type = "file"
+        src = _find(self.node, ["source"], create=True)
+        assert src is not None
+        src.attrib.clear()
+        for child in list(src):
+            src.remove(child)
+        src.set("file", path)
+        for backing in self.node.findall("backingStore"):
+            self.node.remove(backing)
+
+    def backing_chain(self) -> list[str]:
+        """The files under this disk's image, nearest first (<backingStore> nesting)."""
+        chain, node = [], self.node.find("backingStore")
+        while node is not None:
+            src = node.find("source")
+            path = src.get("file") or src.get("dev") if src is not None else None
+            if path:
+                chain.append(path)
+            node = node.find("backingStore")
+        return chain
+
 
 class Controller(XmlObject):
     TAG = "controller"
@@ -214,8 +245,10 @@ class Interface(XmlObject):
     source_network = Prop("./source/@network")
     source_bridge = Prop("./source/@bridge")
     source_portgroup = Prop("./source/@portgroup")
+    source_dev = Prop("./source/@dev")  # type='direct': the host interface
     model = Prop("./model/@type")
     boot_order = Prop("./boot/@order", int)
+    alias = Prop("./alias/@name")
 
 
 class CharDev(XmlObject):
@@ -279,6 +312,28 @@ class MemBalloon(XmlObject):
     model = Prop("./@model")
 
 
+class HostDev(XmlObject):
+    TAG = "hostdev"
+    type = Prop("./@type")  # pci, usb, scsi, mdev
+    mode = Prop("./@mode")  # subsystem, capabilities
+
+
+class Tpm(XmlObject):
+    TAG = "tpm"
+    model = Prop("./@model")
+    backend_type = Prop("./backend/@type")  # emulator, passthrough
+    backend_version = Prop("./backend/@version")
+    # Where swtpm keeps its state, when not libvirt's default directory.
+    source_type = Prop("./backend/source/@type")  # dir (file: libvirt 9.10+)
+    source_path = Prop("./backend/source/@path")
+
+
+class Lease(XmlObject):
+    TAG = "lease"
+    lockspace = Prop("./lockspace")
+    key = Prop("./key")
+
+
 class Filesystem(XmlObject):
     TAG = "filesystem"
     source_dir = Prop("./source/@dir")
@@ -330,6 +385,10 @@ class Domain(XmlObject):
     os_type = Prop("./os/type")
     os_arch = Prop("./os/type/@arch")
     os_machine = Prop("./os/type/@machine")
+    os_loader_type = Prop("./os/loader/@type")  # pflash: UEFI
+    nvram = Prop("./os/nvram")  # the vars file (the classic spelling)
+    nvram_type = Prop("./os/nvram/@type")  # file, network... (libvirt 8.5+)
+    nvram_source_file = Prop("./os/nvram/source/@file")
     cpu_mode = Prop("./cpu/@mode")
     cpu_match = Prop("./cpu/@match")
     cpu_model = Prop("./cpu/model")
@@ -357,6 +416,9 @@ class Domain(XmlObject):
     graphics = Children(lambda: Graphics, "./devices/graphics")
     rngs = Children(lambda: Rng, "./devices/rng")
     filesystems = Children(lambda: Filesystem, "./devices/filesystem")
+    hostdevs = Children(lambda: HostDev, "./devices/hostdev")
+    tpms = Children(lambda: Tpm, "./devices/tpm")
+    leases = Children(lambda: Lease, "./devices/lease")
 
     def boot_devs(self) -> list[str]:
         return [b.get("dev", "") for b in self.node.findall("os/boot")]

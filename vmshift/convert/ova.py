@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
 
+from vmshift.confine import Policy, Where, check, inside, relative
 from vmshift.convert.ovf import Envelope, parse_envelope
-from vmshift.convert.vmx.paths import inside
 from vmshift.errors import BadInput, bad_input
 from vmshift.model import VirtualMachine
 
@@ -47,8 +47,12 @@ class _Member:
     opener: Callable[[], IO[bytes]]
 
 
-def read_package(path: Path, *, progress: Callable[[int], None] | None = None) -> Package:
-    """An .ova (tar) or a bare .ovf beside its files -> Package (vm + verified files)."""
+def read_package(path: Path, *, progress: Callable[[int], None] | None = None,
+                 policy: Policy | None = None) -> Package:
+    """An .ova (tar) or a bare .ovf beside its files -> Package (vm + verified files).
+
+    Every file the package names must be inside it (``vmshift.confine``; ``policy``
+    may allow a device)."""
     if path.is_dir():
         raise bad_input(path, "is a directory, not an OVA or OVF")
     if not path.exists():
@@ -56,8 +60,8 @@ def read_package(path: Path, *, progress: Callable[[int], None] | None = None) -
     if tarfile.is_tarfile(path):
         with tarfile.open(path, mode="r:") as tar:
             members = _tar_members(path, tar)
-            return _read(path, members, in_tar=True, progress=progress)
-    return _read(path, _dir_members(path), in_tar=False, progress=progress)
+            return _read(path, members, in_tar=True, progress=progress, policy=policy)
+    return _read(path, _dir_members(path), in_tar=False, progress=progress, policy=policy)
 
 
 def _tar_members(path: Path, tar: tarfile.TarFile) -> dict[str, _Member]:
@@ -94,14 +98,12 @@ class _DirMembers:
         self.base = base
 
     def get(self, name: str, default: _Member | None = None) -> _Member | None:
-        candidate = self.base / name
         try:
-            real = candidate.resolve(strict=True)
-        except OSError:
+            candidate = relative(self.base, name, Where(self.base))
+            check(candidate, [self.base], Where(self.base))
+        except BadInput:
             return default
-        if not real.is_file() or not real.is_relative_to(self.base.resolve()):
-            return default
-        return _file_member(name, real)
+        return _file_member(name, candidate)
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.get(name) is not None
@@ -122,7 +124,7 @@ def _file_member(name: str, file_path: Path) -> _Member:
 
 
 def _read(path: Path, members: Members, *, in_tar: bool,
-          progress: Callable[[int], None] | None) -> Package:
+          progress: Callable[[int], None] | None, policy: Policy | None) -> Package:
     ovf_name = _ovf_name(path, members, in_tar)
     with members[ovf_name].opener() as handle:
         data = handle.read()
@@ -141,7 +143,7 @@ def _read(path: Path, members: Members, *, in_tar: bool,
         if cert in members:
             envelope.vm.notes.append("the package's signature (.cert) is not checked; its "
                                      "manifest digests are")
-    _place_disks(path, envelope, members, in_tar)
+    _place_disks(path, ovf_name, envelope, members, in_tar, policy)
     return package
 
 
@@ -222,20 +224,22 @@ def _chunks(handle: IO[bytes]) -> Iterator[bytes]:
         yield chunk
 
 
-def _place_disks(path: Path, envelope: Envelope, members: Members,
-                 in_tar: bool) -> None:
+def _place_disks(path: Path, ovf_name: str, envelope: Envelope, members: Members,
+                 in_tar: bool, policy: Policy | None) -> None:
     """Each disk's source: the OVA plus a byte range, or the file beside the OVF."""
     for disk in envelope.vm.disks or []:
-        href = envelope.files[envelope.disk_files[disk.label or ""]]
-        name = inside(href)
-        if not name or href.startswith("/") or "://" in href:
-            raise bad_input(path, f"disk file {href!r}: only files inside the package are "
-                                  "read (no absolute, climbing or remote paths)")
-        member = members.get(name)
+        file_id = envelope.disk_files[disk.label or ""]
+        href = envelope.files[file_id]
+        line = envelope.file_lines.get(file_id)
+        if not in_tar:
+            where = Where(path, line, "ovf:href")
+            source = relative(path.parent, href, where, what="disk file")
+            check(source, [path.parent], where, policy)
+            disk.source = str(source)
+            continue
+        member = members.get(inside(href) or "")
         if member is None:
-            raise bad_input(path, f"disk file {href!r} is missing from the package")
-        if in_tar:
-            disk.source = os.path.abspath(path)
-            disk.source_offset, disk.source_size = member.offset, member.size
-        else:
-            disk.source = os.path.abspath(path.parent / name)
+            raise bad_input(f"{path}: {ovf_name}", f"ovf:href: disk file {href!r} is missing "
+                                                   "from the package", line)
+        disk.source = os.path.abspath(path)
+        disk.source_offset, disk.source_size = member.offset, member.size

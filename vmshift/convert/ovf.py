@@ -15,6 +15,7 @@ from pathlib import Path
 
 from lxml import etree
 
+from vmshift.confine import Where, relative
 from vmshift.convert import guestos
 from vmshift.errors import bad_input
 from vmshift.model import (
@@ -44,6 +45,7 @@ _UNIT_WORDS = {"byte": 1, "kilobyte": 1024, "megabyte": 1024**2, "gigabyte": 102
 class Envelope:
     vm: VirtualMachine
     files: dict[str, str] = field(default_factory=dict)  # file id -> href
+    file_lines: dict[str, int] = field(default_factory=dict)  # file id -> line of its href
     disk_files: dict[str, str] = field(default_factory=dict)  # Disk.label -> file id
 
 
@@ -98,7 +100,11 @@ def parse_envelope(path: Path, data: bytes) -> Envelope:
                 raise bad_input(path, f"file {href!r} is stored with ovf:{packed}: such "
                                       "disks cannot be read in place (unpack the package)",
                                 ref.sourceline)
+        # Every file the package names stays inside it: refused here, with its line.
+        relative(path.parent if path.suffix.lower() == ".ovf" else path, href,
+                 Where(path, ref.sourceline, "ovf:href"), what="file")
         envelope.files[file_id] = href
+        envelope.file_lines[file_id] = ref.sourceline
     disks = _disk_section(path, root)
     _system(path, systems[0], envelope, disks)
     return envelope

@@ -9,9 +9,7 @@ anything created before a failure (files, pool volumes) is removed again.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
-import secrets
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -19,36 +17,12 @@ from pathlib import Path
 from types import FrameType
 
 from vmshift.convert.qemuimg import CHILDREN
-from vmshift.errors import BadInput, OperationFailed
-
-GiB = 1024**3
+from vmshift.errors import OperationFailed
+from vmshift.units import human
 
 
 class Interrupted(OperationFailed):
     """SIGINT or SIGTERM arrived; everything the run created has been removed."""
-
-
-def human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n} B"
-
-
-def parse_rate(value: str | None) -> int | None:
-    """'100M' -> bytes per second (K, M, G are powers of 1024, like qemu-img -r)."""
-    if not value:
-        return None
-    units = {"k": 1024, "m": 1024**2, "g": 1024**3}
-    v = value.strip().lower().removesuffix("b").removesuffix("/s")
-    try:
-        n = float(v[:-1]) * units[v[-1]] if v and v[-1] in units else float(v)
-    except (ValueError, KeyError):
-        raise BadInput(f"--rate-limit: {value!r} is not a rate (e.g. 100M)") from None
-    if n <= 0:
-        raise BadInput("--rate-limit: must be positive")
-    return int(n)
 
 
 def free_bytes(directory: Path) -> int:
@@ -73,7 +47,7 @@ def check_free_space(needs: dict[Path, int]) -> None:
 
 def temp_name(final: Path) -> Path:
     """A hidden sibling of ``final`` (same filesystem, so the rename is atomic)."""
-    return final.with_name(f".{final.name}.vmshift-{os.getpid()}-{secrets.token_hex(3)}.part")
+    return final.with_name(f".{final.name}.vmshift-{os.getpid()}-{os.urandom(3).hex()}.part")
 
 
 def commit(temp: Path, final: Path, *, force: bool) -> None:
@@ -91,22 +65,58 @@ def commit(temp: Path, final: Path, *, force: bool) -> None:
     _fsync_dir(final.parent)
 
 
-def start_writeback(path: Path) -> None:
-    """Ask the kernel to start writing ``path``'s dirty pages now, without waiting
-    (sync_file_range SYNC_FILE_RANGE_WRITE), so that the fsync at commit finds most of
-    the work done while verification was reading. Best effort: no-op where unavailable."""
+# How often the kernel is asked to write back what qemu-img wrote since the last time.
+WRITEBACK_INTERVAL = 0.1
+
+
+@contextlib.contextmanager
+def writeback(path: Path, interval: float = WRITEBACK_INTERVAL) -> Iterator[None]:
+    """While the block runs (qemu-img writing ``path``), keep the kernel writing the
+    file's dirty pages to disk, and once more when it ends.
+
+    The commit must fsync the output; with the default 'unsafe' target cache the
+    whole output would still be in the page cache then, and the fsync would write it
+    all after the copy. Started now (sync_file_range SYNC_FILE_RANGE_WRITE: start the
+    writes, do not wait for them), the disk writes overlap the copy and the
+    verification, and the fsync only waits for the last of them. Best effort: where
+    sync_file_range is missing this does nothing and the fsync does all the work.
+    """
+    stop = threading.Event()
+    worker = threading.Thread(target=_writeback_loop, args=(path, stop, interval),
+                              name="writeback", daemon=True)
+    worker.start()
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        libc.sync_file_range(fd, ctypes.c_longlong(0), ctypes.c_longlong(0),
-                             ctypes.c_uint(2))  # SYNC_FILE_RANGE_WRITE
-    except AttributeError:
-        pass
+        yield
     finally:
-        os.close(fd)
+        stop.set()
+        worker.join()
+
+
+def _writeback_loop(path: Path, stop: threading.Event, interval: float) -> None:
+    start_writes, fd = None, None
+    try:
+        while True:
+            stopping = stop.wait(interval)
+            if start_writes is None:
+                # Imported only now, in this thread, while qemu-img already runs.
+                import ctypes
+
+                libc = ctypes.CDLL(None, use_errno=True)
+                start_writes = getattr(libc, "sync_file_range", None)
+                if start_writes is None:
+                    return
+                start_writes.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong,
+                                         ctypes.c_uint]
+            if fd is None:
+                with contextlib.suppress(OSError):  # qemu-img has not created it yet
+                    fd = os.open(path, os.O_RDONLY)
+            if fd is not None:
+                start_writes(fd, 0, 0, 2)  # SYNC_FILE_RANGE_WRITE, the whole file
+            if stopping:
+                return
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def _fsync(path: Path) -> None:

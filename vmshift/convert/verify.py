@@ -34,11 +34,11 @@ def verify_image(src: Path, src_fmt: str, dst: Path, dst_fmt: str,
 
 def verify_upload(target: poolmod.PoolTarget, vol: object, local: Path) -> None:
     """Raise VerificationFailed unless the volume reads back as ``local``."""
-    from vmshift.convert import pool as poolmod
+    from vmshift import volumes
 
     size = local.stat().st_size
-    sent = poolmod.file_hash(local)
-    got = poolmod.volume_hash(target, vol, size)  # type: ignore[arg-type]
+    sent = volumes.file_hash(local)
+    got = volumes.volume_hash(target.conn, vol, size).hexdigest()  # type: ignore[arg-type]
     if sent != got:
         raise VerificationFailed(f"verification failed: volume in pool {target.name} on "
                                  f"{target.uri} does not read back as uploaded")

@@ -14,9 +14,10 @@ from __future__ import annotations
 import os
 import re
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
+from vmshift.confine import Policy, Where, check, relative
 from vmshift.errors import BadInput, bad_input
 
 SECTOR = 512
@@ -145,7 +146,8 @@ def looks_like_text_descriptor(path: Path) -> bool:
     return text.lstrip().startswith("# Disk DescriptorFile") or "createType" in text
 
 
-def parse_descriptor(path: str | os.PathLike[str]) -> VmdkDescriptor:
+def parse_descriptor(path: str | os.PathLike[str], policy: Policy | None = None
+                     ) -> VmdkDescriptor:
     """Parse the descriptor of a VMDK: a text file, or the one embedded in a sparse extent."""
     path = Path(path)
     try:
@@ -153,7 +155,7 @@ def parse_descriptor(path: str | os.PathLike[str]) -> VmdkDescriptor:
     except OSError as exc:
         raise bad_input(path, f"cannot read: {exc.strerror}") from None
     if header is not None:
-        return _parse_embedded(path, header)
+        return _parse_embedded(path, header, policy)
     with open(path, "rb") as f:
         magic = f.read(8)
     if magic[:4] == COWD_MAGIC or magic == SESPARSE_MAGIC:
@@ -163,10 +165,10 @@ def parse_descriptor(path: str | os.PathLike[str]) -> VmdkDescriptor:
     if not looks_like_text_descriptor(path):
         raise bad_input(path, "not a VMDK descriptor (no sparse header, not a text descriptor)")
     text = path.read_bytes().split(b"\0", 1)[0].decode("utf-8", errors="replace")
-    return parse_descriptor_text(text, path)
+    return parse_descriptor_text(text, path, policy=policy)
 
 
-def _parse_embedded(path: Path, header: SparseHeader) -> VmdkDescriptor:
+def _parse_embedded(path: Path, header: SparseHeader, policy: Policy | None) -> VmdkDescriptor:
     if header.descriptor_offset == 0 or header.descriptor_size == 0:
         # A sparse extent of a split or ESXi disk: the descriptor is elsewhere.
         raise bad_input(path, "sparse extent without an embedded descriptor; pass the "
@@ -177,12 +179,18 @@ def _parse_embedded(path: Path, header: SparseHeader) -> VmdkDescriptor:
     if len(raw) < header.descriptor_size * SECTOR:
         raise bad_input(path, "embedded descriptor extends beyond the end of the file")
     text = raw.split(b"\0", 1)[0].decode("utf-8", errors="replace")
-    desc = parse_descriptor_text(text, path, embedded=True)
+    desc = parse_descriptor_text(text, path, embedded=True, policy=policy)
     desc.header = header
+    if len(desc.extents) == 1 and desc.extents[0].type == "SPARSE":
+        # A monolithic sparse file is its own extent, whatever name its embedded
+        # descriptor was written with (qemu-img ignores that name): a renamed
+        # file, such as an OVA's disk member, still reads.
+        desc.extents[0] = replace(desc.extents[0], path=path)
     return desc
 
 
-def parse_descriptor_text(text: str, path: Path, *, embedded: bool = False) -> VmdkDescriptor:
+def parse_descriptor_text(text: str, path: Path, *, embedded: bool = False,
+                          policy: Policy | None = None) -> VmdkDescriptor:
     """Parse descriptor text; ``path`` names the file for messages and relative paths."""
     desc = VmdkDescriptor(path=path, embedded=embedded)
     for number, raw_line in enumerate(text.splitlines(), start=1):
@@ -191,7 +199,7 @@ def parse_descriptor_text(text: str, path: Path, *, embedded: bool = False) -> V
             continue
         extent = _EXTENT_LINE.match(line)
         if extent and extent["access"] in ACCESS_MODES:
-            desc.extents.append(_extent(desc, extent, number))
+            desc.extents.append(_extent(desc, extent, number, policy))
             continue
         kv = _KEY_LINE.match(line)
         if kv is None:
@@ -205,7 +213,7 @@ def parse_descriptor_text(text: str, path: Path, *, embedded: bool = False) -> V
         if not desc.parent_hint:
             raise bad_input(desc.where("parentCID"),
                             "delta disk (parentCID set) without parentFileNameHint")
-        desc.parent_path = _resolve_parent(desc)
+        desc.parent_path = _resolve_parent(desc, policy)
     return desc
 
 
@@ -232,7 +240,8 @@ def _set_key(desc: VmdkDescriptor, key: str, value: str, number: int) -> None:
         desc.ddb[key] = value
 
 
-def _extent(desc: VmdkDescriptor, m: re.Match[str], number: int) -> Extent:
+def _extent(desc: VmdkDescriptor, m: re.Match[str], number: int,
+            policy: Policy | None) -> Extent:
     etype, filename = m["type"], m["file"]
     if etype not in EXTENT_TYPES:
         raise bad_input(desc.path, f"unknown extent type {etype}", number)
@@ -240,52 +249,38 @@ def _extent(desc: VmdkDescriptor, m: re.Match[str], number: int) -> Extent:
         return Extent(m["access"], int(m["size"]), etype, None, None, 0, number)
     if not filename:
         raise bad_input(desc.path, f"{etype} extent without a file name", number)
-    path = confined_path(desc.path, filename, number, what="extent")
+    path = confined_path(desc.path, filename, number, what="extent", policy=policy)
     return Extent(m["access"], int(m["size"]), etype, filename, path,
                   int(m["offset"] or 0), number)
 
 
-def confined_path(descriptor: Path, name: str, line: int | None, *, what: str) -> Path:
-    """Resolve ``name`` next to ``descriptor``; refuse absolute paths and `..` escapes.
-
-    The check is lexical on purpose: it is about what the (untrusted) file says,
-    not about how the local filesystem happens to be laid out.
-    """
-    if name.startswith("/") or re.match(r"^[A-Za-z]:[\\/]", name) or name.startswith("\\\\"):
-        raise bad_input(descriptor, f"{what} path {name!r} is absolute; only paths inside "
-                                    f"{descriptor.parent} are accepted", line)
-    parts = PurePosixPath(name.replace("\\", "/")).parts
-    depth = 0
-    for part in parts:
-        depth += -1 if part == ".." else (0 if part == "." else 1)
-        if depth < 0:
-            raise bad_input(descriptor, f"{what} path {name!r} climbs out of "
-                                        f"{descriptor.parent} with '..'; refused", line)
-    joined = descriptor.parent.joinpath(*parts)
-    if ".." in parts:
-        # qemu-img lets the kernel resolve 'a/..': through a symlink 'a' that lands
-        # elsewhere. With '..' present, the real path must stay inside too.
-        inside = os.path.realpath(descriptor.parent)
-        if os.path.commonpath([inside, os.path.realpath(joined)]) != inside:
-            raise bad_input(descriptor, f"{what} path {name!r} leaves {descriptor.parent} "
-                                        "through a symlink and '..'; refused", line)
-    return Path(os.path.normpath(joined))
+def confined_path(descriptor: Path, name: str, line: int | None, *, what: str,
+                  policy: Policy | None = None) -> Path:
+    """Resolve ``name`` next to ``descriptor``, confined to its directory
+    (``vmshift.confine``): no absolute path, no '..' or symlink out, no device
+    unless ``policy`` allows it. A file that does not exist yet passes here;
+    ``missing_extents`` reports it."""
+    where = Where(descriptor, line)
+    path = relative(descriptor.parent, name, where, what=f"{what} path")
+    check(path, [descriptor.parent], where, policy, must_exist=False)
+    return path
 
 
-def _resolve_parent(desc: VmdkDescriptor) -> Path:
+def _resolve_parent(desc: VmdkDescriptor, policy: Policy | None) -> Path:
     hint = desc.parent_hint or ""
     line = desc.lines.get("parentFileNameHint")
     if hint.startswith("/") or re.match(r"^[A-Za-z]:[\\/]", hint):
         # Workstation linked clones and ESXi write absolute hints that mean nothing on
         # this host. Look for the same name beside the child; resolve_chain() accepts it
         # only if its CID is the one the child recorded, so a stranger is never used.
-        return desc.path.parent / PurePosixPath(hint.replace("\\", "/")).name
-    return confined_path(desc.path, hint, line, what="parentFileNameHint")
+        hint = PurePosixPath(hint.replace("\\", "/")).name
+    return confined_path(desc.path, hint, line, what="parentFileNameHint", policy=policy)
 
 
-def resolve_chain(path: str | os.PathLike[str], *, max_depth: int = 255) -> list[VmdkDescriptor]:
+def resolve_chain(path: str | os.PathLike[str], *, max_depth: int = 255,
+                  policy: Policy | None = None) -> list[VmdkDescriptor]:
     """[top, parent, ..., base], each child's parentCID checked against its parent's CID."""
-    chain = [parse_descriptor(path)]
+    chain = [parse_descriptor(path, policy)]
     while chain[-1].is_delta:
         child = chain[-1]
         parent_path = child.parent_path
@@ -295,7 +290,7 @@ def resolve_chain(path: str | os.PathLike[str], *, max_depth: int = 255) -> list
                             f"parent disk {child.parent_hint!r} not found ({parent_path})")
         if len(chain) > max_depth or any(_same(parent_path, d.path) for d in chain):
             raise bad_input(child.where("parentFileNameHint"), "parent chain loops")
-        parent = parse_descriptor(parent_path)
+        parent = parse_descriptor(parent_path, policy)
         if parent.cid != child.parent_cid:
             raise bad_input(child.where("parentCID"),
                             f"parentCID {child.parent_cid:08x} does not match CID "

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from vmshift.confine import Policy
 from vmshift.errors import BadInput
 from vmshift.inspect import linux, network, storage
 from vmshift.inspect.files import GuestfsFiles
@@ -26,7 +27,7 @@ Step = Callable[[str], None]
 
 
 def inspect_disks(paths: list[str], *, vm: VirtualMachine | None = None,
-                  progress: Step | None = None) -> Inspection:
+                  progress: Step | None = None, policy: Policy | None = None) -> Inspection:
     """Inspect the disks of one VM in one appliance launch (read-only).
 
     Raises BadInput (exit 2) naming the file when one is not a usable image.
@@ -35,23 +36,29 @@ def inspect_disks(paths: list[str], *, vm: VirtualMachine | None = None,
     """
     if not paths:
         raise BadInput("inspect: no disk image given")
-    step = progress or (lambda _msg: None)
-    probes = [probe_image(p) for p in paths]
+    probes = [probe_image(p, policy) for p in paths]  # policy: devices --allow-device lets in
     with ApplianceSession(probes) as session:
-        step("launching the appliance")
-        session.launch()
-        g = session.g
-        step("reading partitions and filesystems")
-        devices = session.devices()
-        blk = storage.probe_devices(g, devices)
-        disks = storage.disk_layout(probes, devices, blk)
-        filesystems, encrypted = storage.filesystems(g, disks, blk)
-        step("looking for operating systems")
-        guests = [_guest(g, root, disks, filesystems, step) for root in g.inspect_os()]
-        storage.attach_mountpoints(filesystems, guests)
-        storage.fill_free_space(g, filesystems)
-        result = Inspection(disks, filesystems, encrypted, guests)
-        result.appliance_launches = session.launch_events
+        return inspect_session(session, progress)
+
+
+def inspect_session(session: ApplianceSession, progress: Step | None = None) -> Inspection:
+    """Launch SESSION's appliance and inspect its drives; the handle stays usable
+    (the conversion reuses the same launch)."""
+    step = progress or (lambda _msg: None)
+    step("launching the appliance")
+    session.launch()
+    g = session.g
+    step("reading partitions and filesystems")
+    devices = session.devices()
+    blk = storage.probe_devices(g, devices)
+    disks = storage.disk_layout(session.images, devices, blk)
+    filesystems, encrypted = storage.filesystems(g, disks, blk)
+    step("looking for operating systems")
+    guests = [_guest(g, root, disks, filesystems, step) for root in g.inspect_os()]
+    storage.attach_mountpoints(filesystems, guests)
+    storage.fill_free_space(g, filesystems)
+    result = Inspection(disks, filesystems, encrypted, guests)
+    result.appliance_launches = session.launch_events
     if not guests:
         result.notes.append("no operating system found on these disks")
     return result

@@ -16,7 +16,9 @@ import stat
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from vmshift import confine
 from vmshift.errors import OperationFailed, bad_input
 
 # File name suffixes that promise a structured image: if qemu-img finds only
@@ -58,7 +60,7 @@ def _first_error_line(stderr: str) -> str:
     return re.sub(r"^qemu-img: ", "", lines[0])
 
 
-def _check_vmdk(path: Path) -> None:
+def _check_vmdk(path: Path, policy: confine.Policy | None) -> None:
     """Walk a VMDK's descriptor chain before qemu-img opens it.
 
     qemu-img would follow an extent line anywhere on the host (``../../dev/sda``)
@@ -70,14 +72,14 @@ def _check_vmdk(path: Path) -> None:
     if not (path.suffix.lower() == ".vmdk" or vmdk.looks_like_text_descriptor(path)
             or vmdk.read_sparse_header(path) is not None):
         return
-    chain = vmdk.resolve_chain(path)
+    chain = vmdk.resolve_chain(path, policy=policy)
     for desc in chain:
         for extent in vmdk.missing_extents(desc):
             raise bad_input(desc.path, f"extent file {extent.filename!r} is missing "
                                        f"({extent.path})", extent.line)
 
 
-def _check_file(path: Path) -> None:
+def _check_file(path: Path, policy: confine.Policy | None) -> None:
     try:
         st = path.stat()
     except FileNotFoundError as exc:
@@ -86,7 +88,10 @@ def _check_file(path: Path) -> None:
         raise bad_input(path, f"cannot access: {exc.strerror}") from exc
     if stat.S_ISDIR(st.st_mode):
         raise bad_input(path, "is a directory, not a disk image")
-    if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+    if stat.S_ISBLK(st.st_mode) or stat.S_ISCHR(st.st_mode):
+        # Named on the command line, but a device is still read only when allowed.
+        confine.check(path, [], confine.Where(path), policy)
+    elif not stat.S_ISREG(st.st_mode):
         raise bad_input(path, "is not a regular file or block device")
     if stat.S_ISREG(st.st_mode) and st.st_size == 0:
         raise bad_input(path, "is an empty file, not a disk image")
@@ -94,33 +99,42 @@ def _check_file(path: Path) -> None:
         raise bad_input(path, "is not readable")
 
 
-_PROBED: dict[tuple[str, int, int], ImageProbe] = {}
+_PROBED: dict[tuple[str, int, int, frozenset[str]], ImageProbe] = {}
 
 
-def probe_image(path: str | os.PathLike[str]) -> ImageProbe:
+def probe_image(path: str | os.PathLike[str],
+                policy: confine.Policy | None = None) -> ImageProbe:
     """Validate one disk image; raise BadInput naming it when it is not usable.
 
-    A file already probed unchanged (same mtime and size) is not checked again:
-    `qemu-img check` walks all metadata of a large image.
+    Its backing files are confined to its directory (``vmshift.confine``) and
+    checked before qemu-img opens them. A file already probed unchanged (same
+    mtime and size, same allowed devices) is not checked again: `qemu-img check`
+    walks all metadata of a large image.
     """
     p = Path(path)
-    _check_file(p)
+    _check_file(p, policy)
     st = p.stat()
-    key = (str(p.resolve()), st.st_mtime_ns, st.st_size)
+    key = (str(p.resolve()), st.st_mtime_ns, st.st_size,
+           policy.devices if policy else frozenset())
     if key not in _PROBED:
-        _PROBED[key] = _probe(p)
+        _PROBED[key] = _probe(p, policy)
     return _PROBED[key]
 
 
-def _probe(p: Path) -> ImageProbe:
-    _check_vmdk(p)
-    info = _qemu_img(["info", "--output=json", str(p)])
+def _info(p: Path, fmt: str | None) -> dict[str, Any]:
+    """One `qemu-img info` (never --backing-chain: confine opens the chain itself)."""
+    info = _qemu_img(["info", "--output=json", *(["-f", fmt] if fmt else []), str(p)])
     if info.returncode != 0:
         raise bad_input(p, f"not a readable disk image: {_first_error_line(info.stderr)}")
     try:
-        data = json.loads(info.stdout)
+        return dict(json.loads(info.stdout))
     except ValueError as exc:
         raise OperationFailed(f"qemu-img info {p}: unparseable output") from exc
+
+
+def _probe(p: Path, policy: confine.Policy | None) -> ImageProbe:
+    _check_vmdk(p, policy)
+    data = confine.backing_chain(p, None, policy, _info)[0]
     fmt = str(data.get("format", ""))
     claimed = STRUCTURED_SUFFIXES.get(p.suffix.lower())
     if fmt == "raw" and claimed:

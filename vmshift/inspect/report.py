@@ -8,6 +8,7 @@ import click
 
 from vmshift.inspect.result import VIRTIO_MODULES, Guest, Inspection, Kernel
 from vmshift.inspect.rules import Finding, Outcome, Rule
+from vmshift.units import human
 
 MARK = {Outcome.FIRED: "FIRED", Outcome.PASSED: "ok", Outcome.NOT_EVALUABLE: "n/a"}
 
@@ -24,16 +25,6 @@ def _table(rows: list[list[str]], header: list[str] | None = None) -> list[str]:
     return out
 
 
-def _size(n: int | None) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)
-
-
 def _yn(v: bool | None) -> str:
     return "?" if v is None else ("yes" if v else "no")
 
@@ -46,11 +37,11 @@ def _section(title: str, lines: Iterable[str]) -> list[str]:
 def render_inspection(insp: Inspection) -> list[str]:
     out = ["Disks:"]
     out += ["  " + ln for ln in _table(
-        [[d.device, d.source, d.format, _size(d.virtual_size), d.partition_table or "none"]
+        [[d.device, d.source, d.format, human(d.virtual_size), d.partition_table or "none"]
          for d in insp.disks], ["device", "source", "format", "size", "table"])]
     out += ["", "Filesystems:"]
     out += ["  " + ln for ln in _table(
-        [[f.device, f.type, f.mountpoint or "-", _size(f.size_bytes), _size(f.free_bytes)
+        [[f.device, f.type, f.mountpoint or "-", human(f.size_bytes), human(f.free_bytes)
           if f.free_bytes is not None else "-", f.label or "-"] for f in insp.filesystems],
         ["device", "type", "mounted", "size", "free", "label"])]
     if insp.encrypted:

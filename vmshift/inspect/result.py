@@ -36,6 +36,7 @@ class DiskInfo:
     actual_size: int | None = None
     partition_table: str | None = None  # "msdos", "gpt", or None when unpartitioned
     partitions: list[Partition] = field(default_factory=list)
+    boot_signature: bool | None = None  # 0x55AA ends the first sector (MBR or boot sector)
 
 
 @dataclass

@@ -18,7 +18,7 @@ class ApplianceSession:
     # Every launch made through this class in this process (tests read it).
     total_launches = 0
 
-    def __init__(self, images: list[ImageProbe]) -> None:
+    def __init__(self, images: list[ImageProbe], *, writable: bool = False) -> None:
         import guestfs
 
         from vmshift.host import new_guestfs
@@ -31,7 +31,10 @@ class ApplianceSession:
         for image in images:
             # readonly=1: libguestfs puts a throw-away overlay in front of the
             # file, so even journal replay on mount never touches the source.
-            self.g.add_drive_opts(image.path, readonly=1, format=image.format)
+            # writable: the images are vmshift's own copy-on-write overlays over
+            # the read-only sources, and the conversion's changes must persist.
+            self.g.add_drive_opts(image.path, readonly=0 if writable else 1,
+                                  format=image.format)
 
     def _on_launch_done(self, event: int, handle: int, buf: Any, array: Any) -> None:
         self.launch_events += 1

@@ -13,13 +13,16 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from vmshift.confine import Policy, is_remote
 from vmshift.inspect.probe import ImageProbe, probe_image
 from vmshift.model import Disk, VirtualMachine
 
-Reader = Callable[[str], VirtualMachine | None]
+Reader = Callable[[str, Policy | None], VirtualMachine | None]
 
 # "module:function" readers tried in order; a reader returns None for an
-# argument that is not its kind. Modules that do not exist yet are skipped
+# argument that is not its kind, and confines the disks it names by the policy
+# (``vmshift.confine``): every one must be here, inside its definition's
+# directory or one the user named. Modules that do not exist yet are skipped
 # (found with find_spec, so an import error inside a real reader still shows).
 READERS: list[str] = ["vmshift.convert.vmx.disks:reader"]  # defs: .vmx files
 _REGISTERED: list[Reader] = []
@@ -48,8 +51,9 @@ class Source:
 
 
 def from_model(vm: VirtualMachine) -> Source:
-    """Inspect the model's disks that are local files; remote ones cannot be opened here."""
-    local = [p for p in vm.disk_paths() if os.path.isfile(p)]
+    """Inspect the model's disks that are here (the reader confined them); remote
+    ones cannot be opened here."""
+    local = [p for p in vm.disk_paths() if not is_remote(p) and os.path.exists(p)]
     return Source(vm, local)
 
 
@@ -61,13 +65,16 @@ def from_disks(paths: list[str], probes: list[ImageProbe]) -> Source:
     return Source(vm, list(paths))
 
 
-def resolve(args: list[str]) -> Source:
+def resolve(args: list[str], policy: Policy | None = None) -> Source:
     """Turn the command line's arguments into a model plus the disks to inspect."""
     if len(args) == 1:
         for reader in _readers():
-            vm = reader(args[0])
+            vm = reader(args[0], policy)
             if vm is not None:
-                return from_model(vm)
+                source = from_model(vm)
+                for disk in source.disks:  # probed (and cached) before any appliance
+                    probe_image(disk, policy)
+                return source
     # Bare disks: validated now, so a bad one stops before the appliance starts.
-    probes = [probe_image(a) for a in args]
+    probes = [probe_image(a, policy) for a in args]
     return from_disks(args, probes)

@@ -18,6 +18,7 @@ BIOS_BOOT_GUID = "21686148-6449-6E6F-744E-656564454649"
 MBR_ESP_ID = 0xEF
 BITLOCKER_SIGNATURE = b"-FVE-FS-"  # OEM id at offset 3 of a BitLocker volume's boot sector
 LUKS_MAGIC = b"LUKS\xba\xbe"
+BOOT_KEY = "VMSHIFT_BOOT_SIGNATURE"  # added to a whole disk's blkid facts by probe_devices
 # Filesystems one cannot (or need not) mount to measure free space.
 UNMOUNTABLE = {"swap", "unknown", "crypto_LUKS", "BitLocker", "LVM2_member", "linux_raid_member",
                "squashfs", "iso9660"}
@@ -37,7 +38,12 @@ def probe_devices(g: Any, devices: list[str]) -> dict[str, dict[str, str]]:
     per disk, and list_filesystems skips a whole-disk LUKS volume.
     """
     names = [*devices, *g.list_partitions(), *g.lvs()]
-    return {dev: (_try(g.blkid, dev) or {}) for dev in names}
+    found = {dev: (_try(g.blkid, dev) or {}) for dev in names}
+    for dev in devices:  # a boot sector blkid may not name (boot code, no table)
+        tail = _try(g.pread_device, dev, 2, 510)
+        if tail is not None:
+            found[dev][BOOT_KEY] = "yes" if bytes(tail) == b"\x55\xaa" else "no"
+    return found
 
 
 def _partition(dev: str, info: dict[str, str]) -> Partition:
@@ -60,6 +66,8 @@ def disk_layout(probes: list[ImageProbe], devices: list[str],
         pttype = blk.get(dev, {}).get("PTTYPE")
         disk = DiskInfo(probe.path, dev, probe.format, probe.virtual_size, probe.actual_size,
                         {"dos": "msdos"}.get(pttype or "", pttype))
+        boot = blk.get(dev, {}).get(BOOT_KEY)
+        disk.boot_signature = None if boot is None else boot == "yes"
         disk.partitions = sorted((_partition(p, i) for p, i in blk.items()
                                   if p.startswith(dev) and p != dev and "PART_ENTRY_NUMBER" in i),
                                  key=lambda p: p.number)

@@ -2,11 +2,11 @@
 
 The VM is read into the model (every rule fact: CBT, snapshots, affinity,
 devices...). Its disks live on a datastore, which the appliance cannot open,
-so with ``--download-dir`` they are first copied there by the vSphere
+so with ``--disk-dir`` they are first copied there by the vSphere
 download module (resumable, verified TLS, refusing a running VM with exit 3)
 and the model's disks are pointed at the local copies. From there it is the
 same pipeline as `inspect FILE.vmx`: model -> local disks -> one inspection
--> rules. Without ``--download-dir`` only the model-only rules can decide.
+-> rules. Without ``--disk-dir`` only the model-only rules can decide.
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ from vmshift.output import notice
 
 # The keyword arguments vsphere_options adds to the command.
 CONNECTION_KEYS = ("url", "user", "password_file", "ca_file", "insecure")
-ONLY_WITH_VSPHERE = {"vm_name": "--vm", "download_dir": "--download-dir", "url": "--url",
+ONLY_WITH_VSPHERE = {"vm_name": "--vm", "download_dir": "--disk-dir", "url": "--url",
                      "user": "--user", "password_file": "--password-file",
                      "ca_file": "--ca-file", "insecure": "--insecure"}
 
 
 def vsphere_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """--vsphere, --vm, --download-dir and the vSphere connection options."""
-    f = click.option("--download-dir", type=click.Path(file_okay=False), default=None,
+    """--vsphere, --vm, --disk-dir and the vSphere connection options."""
+    f = click.option("--disk-dir", "download_dir", type=click.Path(file_okay=False), default=None,
                      help="With --vsphere: download the VM's disks here (resumable; "
                           "a powered-on VM is refused) and inspect them. Without it "
                           "only the rules that need no disk contents decide.")(f)
@@ -51,20 +51,28 @@ def vsphere_options(f: Callable[..., Any]) -> Callable[..., Any]:
 def vsphere_source(images: tuple[str, ...], args: dict[str, Any],
                    json_mode: bool) -> Source | None:
     """The Source for --vsphere, or None when the command line names IMAGE files."""
+    if not vsphere_args_given(images, args):
+        return None
+    download = Path(args["download_dir"]) if args.get("download_dir") else None
+    return read_source(args, args["vm_name"], download, json_mode)
+
+
+def vsphere_args_given(images: tuple[str, ...], args: dict[str, Any]) -> bool:
+    """Whether --vsphere was given, with all it needs (`inspect`, `convert vm`);
+    a vSphere option without --vsphere is a usage error."""
     if not args.get("vsphere"):
         stray = [flag for key, flag in ONLY_WITH_VSPHERE.items()
                  if args.get(key) and not _from_env(key)]
         if stray:
             raise BadInput(f"{', '.join(stray)}: only valid with --vsphere")
-        return None
+        return False
     if images:
         raise BadInput(f"IMAGE: --vsphere reads the VM from vSphere; drop {images[0]!r} "
                        "(or drop --vsphere)")
     for key in ("url", "user", "vm_name"):
         if not args.get(key):
             raise BadInput(f"{ONLY_WITH_VSPHERE[key]}: required with --vsphere")
-    download = Path(args["download_dir"]) if args.get("download_dir") else None
-    return read_source(args, args["vm_name"], download, json_mode)
+    return True
 
 
 def _from_env(key: str) -> bool:
@@ -86,17 +94,17 @@ def read_source(args: dict[str, Any], vm_name: str, download: Path | None,
         vmo = find_vm(session, vm_name)
         vm = read_vm(session, vmo)
         if download is None:
-            notice(f"{vm_name}: disks not downloaded (no --download-dir): rules that need "
+            notice(f"{vm_name}: disks not downloaded (no --disk-dir): rules that need "
                    "the disk contents are not_evaluable", json_mode)
             return Source(vm, [])
         # A running VM's disks would be copied torn: refused (exit 3), as
         # `vsphere download` does without --power-off/--snapshot.
         try:
-            dl.decide_action(vmo, power_off=False, snapshot=False, force=False)
+            dl.decide_action(vmo, power_off=False, snapshot=False, hard_power_off=False)
         except Refused as refused:
             raise Refused(f"{refused.message.split(';')[0]}; power it off, or get its disks "
                           "with `vmshift vsphere download --power-off|--snapshot`, or drop "
-                          "--download-dir for the model-only rules",
+                          "--disk-dir for the model-only rules",
                           detail=refused.detail) from None
         files = dl.disk_files(session, vmo, vmo.config.hardware)
         dl.copy_files(session, files, dl.datacenter_path(session, vmo), download,

@@ -32,6 +32,7 @@ from vmshift.migrate.policy import (
     terminal,
     timeout_actions,
 )
+from vmshift.units import MiB
 
 # The adaptive policy starts low and raises the limit only as far as the
 # prediction needs, so an easy migration keeps a short pause.
@@ -180,8 +181,8 @@ def _first_pass_switch(history: Sequence[Sample], s: Settings, downtime: int) ->
     acts = []
     if downtime < s.max_downtime_ms:  # the order holds: the cap first
         acts.append(Action(Kind.SET_DOWNTIME, s.max_downtime_ms, "before the post-copy switch"))
-    acts.append(Action(Kind.POSTCOPY, None, f"guest dirties {dirty / (1 << 20):.0f} MiB/s "
-                       f"(measured before the job), the link carries {bw / (1 << 20):.0f} MiB/s:"
+    acts.append(Action(Kind.POSTCOPY, None, f"guest dirties {dirty / MiB:.0f} MiB/s "
+                       f"(measured before the job), the link carries {bw / MiB:.0f} MiB/s:"
                        " pre-copy cannot converge; switching in the first pass"))
     return acts
 

@@ -4,7 +4,7 @@ Each evaluator is a pure function of the gathered facts and yields the
 subjects it fires for (a disk, a NIC, a value), with the fields its message
 template needs. The severity in the table is the default; an evaluator may
 give a different one for a subject (for example info when a check does not
-apply). Blockers stop every migration command unless ``--force ID``.
+apply). Blockers stop every migration command unless ``--skip-check ID``.
 """
 
 from __future__ import annotations
@@ -74,11 +74,14 @@ def network_missing(f: Facts) -> Iterator[Hit]:
     for n in f.domain.nics:
         if n.kind not in ("network", "bridge", "direct") or not n.source:
             continue
-        name = f.options.network_map.get(n.source, n.source)
-        have = f.dest.networks if n.kind == "network" else (
+        # The map rewrites network and bridge NICs only (xmlmap.map_networks).
+        mapped = f.options.network_map.lookup(n.mac, n.source) \
+            if n.kind in ("network", "bridge") else None
+        kind, name = (mapped.kind, mapped.name) if mapped else (
+            "network" if n.kind == "network" else "bridge", n.source)
+        have = f.dest.networks if kind == "network" else (
             f.dest.bridges | {b for b in f.dest.networks.values() if b})
         if name not in have:
-            kind = "network" if n.kind == "network" else "bridge"
             yield n.mac or name, {"kind": kind, "name": name, "mac": n.mac}
 
 

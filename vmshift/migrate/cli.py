@@ -9,8 +9,11 @@ from typing import Any
 import click
 import libvirt
 
-from vmshift.cliutil import dry_run_option, json_option, not_built
+from vmshift import units
+from vmshift.cliutil import bandwidth_option, dry_run_option, json_option, not_built_command
+from vmshift.convert import maps
 from vmshift.errors import BadInput, OperationFailed
+from vmshift.libvirtconn import connect
 from vmshift.migrate import facts as F
 from vmshift.migrate import preflight, recover, report
 from vmshift.migrate.live import (
@@ -27,20 +30,19 @@ from vmshift.migrate.offline import OfflineRequest, plan, run_offline, state_loc
 from vmshift.migrate.policy import Settings, TimeoutAction
 from vmshift.migrate.recover import RECOVER_TIMEOUT_S
 from vmshift.migrate.statefiles import state_note
-from vmshift.migrate.storage import StorageRequest, run_storage
-from vmshift.migrate.xmlmap import parse_network_map
+from vmshift.migrate.storage import StorageRequest, check_request, run_storage
 from vmshift.output import emit_json
 
 
 def common(f: Callable[..., Any]) -> Callable[..., Any]:
-    """--source/--dest/--force/--json, on every migrate subcommand."""
+    """--source/--dest/--skip-check/--json, on every migrate subcommand."""
     for deco in reversed([
         click.argument("domain"),
         click.option("--source", default="qemu:///system", show_default=True,
                      help="Source libvirt URI (passed to libvirt unchanged: qemu+ssh://, "
                           "qemu+tls:// work)."),
         click.option("--dest", required=True, help="Destination libvirt URI."),
-        click.option("--force", "force", multiple=True, metavar="CHECK_ID",
+        click.option("--skip-check", "force", multiple=True, metavar="CHECK_ID",
                      help="Override one preflight blocker by its id (repeatable)."),
         json_option,
     ]):
@@ -48,27 +50,24 @@ def common(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
-def network_map_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--network-map", metavar="SRC=DST,...",
-                        help="Rewrite NIC networks/bridges in the destination XML.")(f)
+network_map_option = maps.network_map_option(
+    "Rewrite NIC networks and bridges in the destination XML.")
 
 
-def _netmap(text: str | None) -> dict[str, str]:
-    try:
-        return parse_network_map(text)
-    except ValueError as exc:
-        raise BadInput(f"--network-map: {exc}") from None
+def _netmap(value: maps.NetworkMap | None) -> maps.NetworkMap:
+    return value or maps.NetworkMap()
 
 
-def connect(domain: str, source: str, dest: str):
-    src, dst = F.open_conn(source, "source"), F.open_conn(dest, "destination")
+def open_hosts(domain: str, source: str, dest: str):
+    """Both hosts' connections, and the domain on the source."""
+    src, dst = connect(source, role="source"), connect(dest, role="destination")
     return src, dst, F.lookup_domain(src, domain)
 
 
 def run_preflight(domain: str, source: str, dest: str, opts: F.Options, force: tuple[str, ...],
                   clock: F.ClockProbe = F.no_clock_probe, conns=None):
     forced = preflight.validate_force(force)
-    src, dst, dom = conns or connect(domain, source, dest)
+    src, dst, dom = conns or open_hosts(domain, source, dest)
     facts = F.gather(src, dst, dom, opts, clock)
     return src, dst, dom, facts, preflight.evaluate(facts, force=forced)
 
@@ -80,7 +79,7 @@ def migrate() -> None:
     Exit codes: 0 done, 1 failed (before a post-copy switch the VM stays on
     the source; after one, the message says where it is and how to resume),
     2 bad input, 3 refused by a preflight blocker (override one with
-    --force CHECK_ID).
+    --skip-check CHECK_ID).
     """
 
 
@@ -89,33 +88,34 @@ def migrate() -> None:
 @click.option("--mode", type=click.Choice(["live", "suspended", "offline"]), default="live",
               show_default=True, help="The migration the checks are for.")
 @click.option("--copy-storage", type=click.Choice(["all", "inc"]))
-@click.option("--disks", help="With --copy-storage: only these disks (vda,vdb).")
+@click.option("--disk", "disks", multiple=True, metavar="TARGET",
+              help="With --copy-storage: only this disk (vda); repeatable.")
 @network_map_option
 @click.option("--migrate-uri", help="Migration stream URI, e.g. tcp://ADDRESS.")
 @click.option("--unsafe", is_flag=True)
 @click.option("--dest-pool", help="Offline: the pool disks would be copied to.")
 def migrate_check(domain: str, source: str, dest: str, force: tuple[str, ...], json_mode: bool,
-                  mode: str, copy_storage: str | None, disks: str | None,
-                  network_map: str | None, migrate_uri: str | None, unsafe: bool,
+                  mode: str, copy_storage: str | None, disks: tuple[str, ...],
+                  network_map: maps.NetworkMap | None, migrate_uri: str | None, unsafe: bool,
                   dest_pool: str | None) -> None:
     """Preflight: blocker, warning and info findings for DOMAIN's move."""
     opts = F.Options(mode=mode, copy_storage=copy_storage,
-                     copy_disks=disks.split(",") if disks else None,
+                     copy_disks=list(disks) or None,
                      network_map=_netmap(network_map), migrate_uri=migrate_uri, unsafe=unsafe,
                      dest_pool=dest_pool)
     *_, findings = run_preflight(domain, source, dest, opts, force)
     if not json_mode:
         click.echo(preflight.render(findings))
-    # With blockers, the one JSON document is main()'s error, carrying the findings.
-    preflight.refuse_if_blocked(findings)
+    doc = {"domain": domain, "source": source, "dest": dest,
+           "findings": [f.__dict__ for f in findings]}
+    preflight.refuse_if_blocked(findings, ("migrate_check", doc))
     if json_mode:
-        emit_json("migrate-check", {"domain": domain, "source": source, "dest": dest,
-                                    "findings": [f.__dict__ for f in findings]})
+        emit_json("migrate_check", {**doc, "outcome": "ok"})
 
 
 def live_options(f: Callable[..., Any]) -> Callable[..., Any]:
     opts = [
-        click.option("--bandwidth", type=int, metavar="MiB/s", help="Bandwidth cap."),
+        bandwidth_option("the migration stream (libvirt counts whole MiB/s)"),
         click.option("--max-downtime", type=int, default=500, show_default=True, metavar="ms",
                      help="Downtime cap: no policy ever sets more."),
         click.option("--policy", type=click.Choice(["adaptive", "nova", "fixed"]),
@@ -136,7 +136,8 @@ def live_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      help="After a network or destination failure past the post-copy "
                           "switch: how long to retry libvirt's post-copy recovery."),
         click.option("--copy-storage", type=click.Choice(["all", "inc"])),
-        click.option("--disks", help="With --copy-storage: only these disks (vda,vdb)."),
+        click.option("--disk", "disks", multiple=True, metavar="TARGET",
+                     help="With --copy-storage: only this disk (vda); repeatable."),
         network_map_option,
         click.option("--migrate-uri", help="Migration stream URI, e.g. tcp://ADDRESS."),
         click.option("--tls", is_flag=True, help="Encrypt the migration stream (QEMU TLS)."),
@@ -161,6 +162,14 @@ def live_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
+def _mib(bandwidth: int | None) -> int | None:
+    """--bandwidth (bytes/s) in the whole MiB/s libvirt takes."""
+    try:
+        return None if bandwidth is None else units.whole_mib(bandwidth)
+    except ValueError as exc:
+        raise BadInput(f"--bandwidth: {exc}") from None
+
+
 def _request(domain: str, source: str, dest: str, live: bool, kw: dict[str, Any]) -> LiveRequest:
     s = Settings(
         max_downtime_ms=kw["max_downtime"], auto_converge=kw["auto_converge"],
@@ -173,8 +182,8 @@ def _request(domain: str, source: str, dest: str, live: bool, kw: dict[str, Any]
         live_migration_completion_timeout=kw["live_migration_completion_timeout"])
     req = LiveRequest(
         domain=domain, source=source, dest=dest, live=live, policy=kw["policy"], settings=s,
-        bandwidth_mib=kw["bandwidth"], compression=kw["compression"], parallel=kw["parallel"],
-        copy_storage=kw["copy_storage"], disks=kw["disks"].split(",") if kw["disks"] else None,
+        bandwidth_mib=_mib(kw["bandwidth"]), compression=kw["compression"],
+        parallel=kw["parallel"], copy_storage=kw["copy_storage"], disks=list(kw["disks"]) or None,
         network_map=_netmap(kw["network_map"]), migrate_uri=kw["migrate_uri"], tls=kw["tls"],
         unsafe=kw["unsafe"], keep_source=kw["keep_source"])
     validate(req)
@@ -190,10 +199,11 @@ def _migrate(domain: str, source: str, dest: str, force: tuple[str, ...], json_m
                    "if the network breaks, vmshift resumes it by libvirt's post-copy "
                    "recovery (--recover-timeout).", err=True)
     preflight.validate_force(force)
-    conns = connect(domain, source, dest)
+    conns = open_hosts(domain, source, dest)
     # The lock comes first: a migration in flight already shows the domain
     # on the destination, and a second run must hear "busy", not that.
-    with domain_lock(conns[2].UUIDString(), domain, f"migrate {mode} -> {dest}"):
+    with domain_lock(conns[2].UUIDString(), domain, f"migrate {mode} -> {dest}",
+                     _busy(domain, mode, source, dest)):
         src, dst, dom, facts, findings = run_preflight(domain, source, dest, req.options(),
                                                        force, conns=conns)
         rep = report.Report(domain, mode, source, dest, ok=False, policy=req.policy,
@@ -201,7 +211,7 @@ def _migrate(domain: str, source: str, dest: str, force: tuple[str, ...], json_m
         if preflight.blockers(findings) or kw["dry_run"]:
             if not json_mode:
                 click.echo(preflight.render(findings), err=True)
-            preflight.refuse_if_blocked(findings)
+            preflight.refuse_if_blocked(findings, ("migrate", rep.to_dict()))
             rep.ok, rep.notes = True, ["dry run: nothing changed", *describe(req)]
             if req.settings.postcopy:
                 rep.notes.append("after the post-copy switch, a broken link is recovered "
@@ -227,7 +237,7 @@ def _run_and_judge(rep: report.Report, req: LiveRequest, src: libvirt.virConnect
     if live:  # a suspended migration pauses the guest for the whole copy
         report.judge_downtime(rep, req.settings.max_downtime_ms)
     if out.premeasured_dirty_bps is not None:
-        rep.dirty_rate_before_mib_s = round(out.premeasured_dirty_bps / (1 << 20), 1)
+        rep.dirty_rate_before_mib_s = round(out.premeasured_dirty_bps / units.MiB, 1)
     if out.throttle_by_qemu:
         rep.throttle = "QEMU auto-converge"
     elif req.settings.auto_converge:
@@ -245,11 +255,16 @@ def _run_and_judge(rep: report.Report, req: LiveRequest, src: libvirt.virConnect
         rep.where = after_failure(dom, out.state)
 
 
+def _busy(domain: str, mode: str, source: str, dest: str) -> tuple[str, dict[str, Any]]:
+    """The document a refusal for a busy domain prints with --json."""
+    return "migrate", report.Report(domain, mode, source, dest, ok=False).to_dict()
+
+
 def _finish(rep: report.Report, json_mode: bool) -> None:
     if not json_mode:
         click.echo(report.render(rep))
     elif rep.ok:  # on failure main() prints the error document carrying the report
-        emit_json("migrate", rep.to_dict())
+        emit_json("migrate", {**rep.to_dict(), "outcome": "ok"})
     if not rep.ok:
         raise OperationFailed(f"migration of {rep.domain} failed ({rep.category}): "
                               f"{rep.error}; {rep.where}", detail=rep.to_dict())
@@ -274,11 +289,7 @@ def migrate_suspended(domain: str, source: str, dest: str, force: tuple[str, ...
     _migrate(domain, source, dest, force, json_mode, False, kw)
 
 
-@click.command()
-@json_option
-def evacuate(json_mode: bool) -> None:
-    """Move every VM off a host before maintenance."""
-    not_built("evacuate", 10)
+evacuate = not_built_command("evacuate", 10, "Move every VM off a host before maintenance.")
 
 
 @migrate.command("offline")
@@ -290,14 +301,15 @@ def evacuate(json_mode: bool) -> None:
               help="Delete copied source volumes (only after a verified copy).")
 @dry_run_option
 def migrate_offline(domain: str, source: str, dest: str, force: tuple[str, ...],
-                    json_mode: bool, dest_pool: str | None, network_map: str | None,
+                    json_mode: bool, dest_pool: str | None, network_map: maps.NetworkMap | None,
                     keep_source: bool, delete_source: bool, dry_run: bool) -> None:
     """Move a shut-off VM: definition, and unshared disks copied and verified."""
     req = OfflineRequest(domain, dest_pool, _netmap(network_map), keep_source, delete_source)
     opts = F.Options(mode="offline", network_map=req.network_map, dest_pool=dest_pool)
     preflight.validate_force(force)
-    conns = connect(domain, source, dest)
-    with domain_lock(conns[2].UUIDString(), domain, f"migrate offline -> {dest}"):
+    conns = open_hosts(domain, source, dest)
+    with domain_lock(conns[2].UUIDString(), domain, f"migrate offline -> {dest}",
+                     _busy(domain, "offline", source, dest)):
         src, dst, dom, facts, findings = run_preflight(domain, source, dest, opts, force,
                                                        conns=conns)
         rep = report.Report(domain, "offline", source, dest, ok=False,
@@ -305,7 +317,7 @@ def migrate_offline(domain: str, source: str, dest: str, force: tuple[str, ...],
         if preflight.blockers(findings) or dry_run:
             if not json_mode:
                 click.echo(preflight.render(findings), err=True)
-            preflight.refuse_if_blocked(findings)
+            preflight.refuse_if_blocked(findings, ("migrate", rep.to_dict()))
             rep.ok, rep.notes = True, ["dry run: nothing changed",
                                        *plan(facts.domain, req, state_locations(dom))]
             _finish(rep, json_mode)
@@ -323,8 +335,8 @@ def migrate_offline(domain: str, source: str, dest: str, force: tuple[str, ...],
         rep.disk_bytes = sum(c.bytes for c in res.copied)
         rep.bytes_transferred = rep.disk_bytes + sum(s.bytes for s in res.states
                                                      if s.status == "copied")
-        rep.notes = [f"copied {c.target}: {c.source_path} -> {c.dest_path} sha256 {c.sha256} "
-                     "verified" for c in res.copied]
+        rep.notes = [f"copied {c.target}: {c.source_path} -> {c.dest_path} content sha256 "
+                     f"{c.sha256} verified" for c in res.copied]
         rep.notes += [state_note(s) for s in res.states]
         rep.notes += [f"deleted source volume {p}" for p in res.deleted]
         rep.notes += [f"deleted source state file {p}" for p in res.deleted_states]
@@ -341,7 +353,7 @@ def migrate_offline(domain: str, source: str, dest: str, force: tuple[str, ...],
               help="Disk to move (vda); repeatable.")
 @click.option("--dest-pool", required=True, help="Pool on the same host to move to.")
 @click.option("--format", "fmt", type=click.Choice(["qcow2", "raw"]))
-@click.option("--bandwidth", type=int, metavar="MiB/s")
+@bandwidth_option("the block copy (libvirt counts whole MiB/s)")
 @click.option("--delete-source", is_flag=True,
               help="Delete the old volume after the move is verified.")
 @json_option
@@ -350,19 +362,21 @@ def migrate_storage(domain: str, source: str, disks: tuple[str, ...], dest_pool:
                     fmt: str | None, bandwidth: int | None, delete_source: bool,
                     json_mode: bool, dry_run: bool) -> None:
     """Move disks to another pool: live block copy + pivot, or offline copy."""
-    req = StorageRequest(domain, list(disks), dest_pool, fmt, bandwidth, delete_source)
-    src = F.open_conn(source, "source")
+    req = StorageRequest(domain, list(disks), dest_pool, fmt, _mib(bandwidth), delete_source)
+    src = connect(source, role="source")
     dom = F.lookup_domain(src, domain)
     live = bool(dom.isActive())
     rep = report.Report(domain, "storage", source, dest_pool, ok=False)
     if dry_run:
+        check_request(req, src, dom)  # a dry run refuses what the real run would
         rep.ok = True
         rep.notes = ["dry run: nothing changed",
                      *(f"{'blockcopy+pivot' if live else 'copy'} {d} -> pool {dest_pool}"
                        for d in disks)]
         _finish(rep, json_mode)
         return
-    with domain_lock(dom.UUIDString(), domain, f"migrate storage -> {dest_pool}"):
+    with domain_lock(dom.UUIDString(), domain, f"migrate storage -> {dest_pool}",
+                     _busy(domain, "storage", source, dest_pool)):
         t0 = time.monotonic()
         try:
             with Interrupt().trapped() as interrupt:

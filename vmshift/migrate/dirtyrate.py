@@ -11,7 +11,8 @@ import time
 
 import libvirt
 
-MiB = 1 << 20
+from vmshift.units import MiB
+
 # The measurement is complete; libvirt's VIR_DOMAIN_DIRTYRATE_MEASURED.
 _MEASURED = 2
 

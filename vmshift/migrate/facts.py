@@ -9,7 +9,6 @@ a named fake instead of mocking libvirt.
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
@@ -17,17 +16,22 @@ from urllib.parse import urlparse
 import libvirt
 from lxml import etree
 
-from vmshift.errors import BadInput, OperationFailed
-from vmshift.migrate.statefiles import nvram_path
+from vmshift.convert import libvirt_reader
+from vmshift.convert.maps import NetworkMap
+from vmshift.errors import BadInput
+from vmshift.model import CdRom, ConnectionType, Disk, DiskSharing, Floppy, Nic, RdmMode
 
 MIGRATION_PORTS = (49152, 49215)  # QEMU's default migration port range
 
 
 @dataclass
 class DiskFacts:
+    """A disk as the checks see it: a view of the model's Disk, CdRom or Floppy
+    (read by vmshift.convert.libvirt_reader), plus what the hosts' pools say."""
+
     target: str  # vda
     kind: str  # file | block | network | volume
-    device: str  # disk | cdrom | floppy
+    device: str  # disk | lun | cdrom | floppy
     path: str | None
     cache: str | None
     readonly: bool
@@ -38,6 +42,8 @@ class DiskFacts:
 
 @dataclass
 class NicFacts:
+    """A view of the model's Nic."""
+
     kind: str  # network | bridge | direct | hostdev | user ...
     source: str | None  # network or bridge name
     mac: str | None
@@ -93,7 +99,7 @@ class Options:
     mode: str = "live"  # live | suspended | offline | storage
     copy_storage: str | None = None  # all | inc
     copy_disks: list[str] | None = None
-    network_map: dict[str, str] = field(default_factory=dict)
+    network_map: NetworkMap = field(default_factory=NetworkMap)
     migrate_uri: str | None = None
     unsafe: bool = False
     dest_pool: str | None = None
@@ -109,42 +115,6 @@ class Facts:
     cpu_compare: int | None = None  # libvirt.VIR_CPU_COMPARE_* or None if not evaluable
     cpu_note: str = ""
     dest_volume_paths: set[str] = field(default_factory=set)
-
-
-_EVENT_LOOP: dict[str, threading.Thread] = {}
-KEEPALIVE = (5, 3)  # probe every 5 s, give up after 3 unanswered: ~20 s
-
-
-def _event_loop() -> None:
-    """libvirt's keepalive needs an event loop; without one a connection to
-    a host whose link died blocks (even on close) until TCP gives up."""
-    if _EVENT_LOOP:
-        return
-    # libvirt prints every error to stderr by default; vmshift reports them itself.
-    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
-    libvirt.virEventRegisterDefaultImpl()
-
-    def run() -> None:
-        while True:
-            libvirt.virEventRunDefaultImpl()
-
-    _EVENT_LOOP["t"] = threading.Thread(target=run, name="libvirt-events", daemon=True)
-    _EVENT_LOOP["t"].start()
-
-
-def open_conn(uri: str, role: str) -> libvirt.virConnect:
-    """Open a libvirt connection; the URI goes to libvirt unchanged."""
-    _event_loop()
-    try:
-        conn = libvirt.open(uri)
-    except libvirt.libvirtError as exc:
-        raise OperationFailed(f"cannot connect to the {role} {uri}: "
-                              f"{exc.get_error_message()}") from exc
-    try:
-        conn.setKeepAlive(*KEEPALIVE)
-    except libvirt.libvirtError:
-        pass  # local (unix socket) drivers have no keepalive: nothing to lose
-    return conn
 
 
 def lookup_domain(conn: libvirt.virConnect, name: str) -> libvirt.virDomain:
@@ -194,54 +164,47 @@ def _source_volume(src: libvirt.virConnect, path: str) -> tuple[str, str] | None
         return None
 
 
-def disk_facts(el: etree._Element, src: libvirt.virConnect,
+def _device(dev: Disk | CdRom | Floppy) -> str:
+    if isinstance(dev, CdRom):
+        return "cdrom"
+    if isinstance(dev, Floppy):
+        return "floppy"
+    return "lun" if dev.rdm == RdmMode.PHYSICAL else "disk"
+
+
+def disk_facts(dev: Disk | CdRom | Floppy, src: libvirt.virConnect,
                dest: libvirt.virConnect | None) -> DiskFacts:
-    source = el.find("source")
-    path = None
-    if source is not None:
-        path = source.get("file") or source.get("dev") or source.get("name")
-    drv = el.find("driver")
-    on_dest = _dest_has_path(dest, path) if (dest is not None and path) else None
+    path = dev.source
+    disk = dev if isinstance(dev, Disk) else None
     return DiskFacts(
-        target=el.find("target").get("dev") if el.find("target") is not None else "?",
-        kind=el.get("type", "file"), device=el.get("device", "disk"), path=path,
-        cache=drv.get("cache") if drv is not None else None,
-        readonly=el.find("readonly") is not None, shareable=el.find("shareable") is not None,
-        on_dest=on_dest, pool_volume=_source_volume(src, path) if path else None)
+        target=dev.target_dev or "?", kind=dev.source_type or "file", device=_device(dev),
+        path=path, cache=disk.cache if disk else None, readonly=bool(dev.readonly),
+        shareable=bool(disk and disk.sharing == DiskSharing.MULTI_WRITER),
+        on_dest=_dest_has_path(dest, path) if (dest is not None and path) else None,
+        pool_volume=_source_volume(src, path) if path else None)
+
+
+def nic_facts(nic: Nic) -> NicFacts:
+    kind = nic.connection or ConnectionType.CUSTOM
+    return NicFacts(kind.value, nic.network, nic.mac)
 
 
 def domain_facts(dom: libvirt.virDomain, src: libvirt.virConnect,
                  dest: libvirt.virConnect | None) -> DomainFacts:
-    root = etree.fromstring(dom.XMLDesc(0).encode())
-    disks = [disk_facts(d, src, dest) for d in root.findall("devices/disk")]
-    nics = []
-    hostdevs = []
-    for nic in root.findall("devices/interface"):
-        s = nic.find("source")
-        name, kind = None, nic.get("type", "")
-        if s is not None:
-            name = s.get("network") or s.get("bridge") or s.get("dev")
-            # A running domain's XML may say type='bridge' for a NIC on a
-            # libvirt network; the network is what must exist there.
-            kind = "network" if s.get("network") else kind
-        mac = nic.find("mac")
-        nics.append(NicFacts(kind, name, mac.get("address") if mac is not None else None))
-        if nic.get("type") == "hostdev":
-            hostdevs.append(f"SR-IOV interface {mac.get('address') if mac is not None else ''}")
-    for hd in root.findall("devices/hostdev"):
-        hostdevs.append(f"hostdev type={hd.get('type')} mode={hd.get('mode')}")
-    tpm = root.find("devices/tpm/backend")
-    cpu = root.find("cpu")
-    os_type = root.find("os/type")
+    xml = libvirt_reader.parse(dom.XMLDesc(0))
+    vm = libvirt_reader.read_domain(xml)
+    fw = vm.firmware
     return DomainFacts(
         name=dom.name(), uuid=dom.UUIDString(), persistent=bool(dom.isPersistent()),
-        active=bool(dom.isActive()), virt_type=root.get("type", ""),
-        memory=int(dom.maxMemory()) * 1024, disks=disks, nics=nics, hostdevs=hostdevs,
-        nvram=nvram_path(root),
-        tpm=tpm.get("type") if tpm is not None and tpm.get("type") == "emulator" else None,
-        leases=len(root.findall("devices/lease")),
-        cpu_xml=etree.tostring(cpu, encoding="unicode") if cpu is not None else None,
-        machine=os_type.get("machine") if os_type is not None else None)
+        active=bool(dom.isActive()), virt_type=xml.type or "",
+        memory=int(dom.maxMemory()) * 1024,
+        # Disks, CD-ROMs and floppies in the definition's order, as findings list them.
+        disks=[disk_facts(d, src, dest) for d in libvirt_reader.storage_devices(xml)],
+        nics=[nic_facts(n) for n in vm.nics or []],
+        hostdevs=[p.label or p.kind for p in vm.passthrough or []],
+        nvram=fw.nvram_path,
+        tpm="emulator" if any(t.backend == "emulator" for t in fw.tpms or []) else None,
+        leases=len(vm.leases or []), cpu_xml=xml.fragment("./cpu"), machine=xml.os_machine)
 
 
 def compare_cpu(dest: libvirt.virConnect, d: DomainFacts, arch: str) -> tuple[int | None, str]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import libvirt
 
+from vmshift.convert.maps import NetworkMap
 from vmshift.errors import BadInput, OperationFailed
 from vmshift.migrate import xmlmap
 from vmshift.migrate.dirtyrate import measure_dirty_rate
@@ -30,8 +31,7 @@ from vmshift.migrate.monitor import (
 from vmshift.migrate.policies import get_policy
 from vmshift.migrate.policy import Settings, initial_downtime_ms, nova_data_gb
 from vmshift.output import Progress
-
-MiB = 1 << 20
+from vmshift.units import MiB
 
 
 @dataclass
@@ -47,7 +47,7 @@ class LiveRequest:
     parallel: int | None = None
     copy_storage: str | None = None
     disks: list[str] | None = None
-    network_map: dict[str, str] = field(default_factory=dict)
+    network_map: NetworkMap = field(default_factory=NetworkMap)
     migrate_uri: str | None = None
     tls: bool = False
     unsafe: bool = False
@@ -72,7 +72,7 @@ def validate(req: LiveRequest) -> None:
     if req.parallel is not None and req.parallel < 1:
         errs.append("--parallel: must be at least 1")
     if req.disks and not req.copy_storage:
-        errs.append("--disks: only with --copy-storage")
+        errs.append("--disk: only with --copy-storage")
     if req.bandwidth_mib is not None and req.bandwidth_mib < 1:
         errs.append("--bandwidth: must be at least 1 MiB/s")
     if not req.live and req.settings.postcopy:
@@ -97,7 +97,7 @@ def describe(req: LiveRequest) -> list[str]:
     if req.copy_storage:
         lines.append(f"copy storage ({req.copy_storage}): {', '.join(req.disks or ['all disks'])}")
     if req.network_map:
-        lines.append("network map: " + ", ".join(f"{k}->{v}" for k, v in req.network_map.items()))
+        lines.append("network map: " + ", ".join(req.network_map.describe()))
     lines.append("definition: " + ("kept on the source too" if req.keep_source else "moves"))
     return lines
 

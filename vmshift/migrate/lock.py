@@ -11,6 +11,7 @@ import fcntl
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from vmshift.errors import Refused
 
@@ -18,7 +19,10 @@ LOCK_DIR = Path(os.environ.get("VMSHIFT_LOCK_DIR", "/run/vmshift/locks"))
 
 
 @contextlib.contextmanager
-def domain_lock(uuid: str, name: str, what: str) -> Iterator[None]:
+def domain_lock(uuid: str, name: str, what: str,
+                document: tuple[str, dict[str, Any]] | None = None) -> Iterator[None]:
+    """Hold the domain's lock, or refuse (exit 3): --json then prints DOCUMENT (the
+    command's own, kind and payload) with the finding domain.busy added."""
     LOCK_DIR.mkdir(parents=True, exist_ok=True)
     path = LOCK_DIR / f"{uuid}.lock"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -27,8 +31,12 @@ def domain_lock(uuid: str, name: str, what: str) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
-            raise Refused(f"domain {name!r} is busy: another vmshift operation holds "
-                          f"{path} ({holder or 'unknown'})") from None
+            why = (f"domain {name!r} is busy: another vmshift operation holds "
+                   f"{path} ({holder or 'unknown'})")
+            finding = {"id": "domain.busy", "severity": "blocker", "message": why}
+            kind, payload = document or ("migrate", {})
+            raise Refused(why, detail=[finding],
+                          document=(kind, {**payload, "findings": [finding]})) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}: {what}\n".encode(), 0)
         yield

@@ -30,6 +30,7 @@ from vmshift.migrate.policy import (
     initial_downtime_ms,
 )
 from vmshift.output import Progress
+from vmshift.units import MiB
 
 log = logging.getLogger(__name__)
 POLL_S = 0.5
@@ -337,11 +338,10 @@ def _show(bar: Progress, stats: dict[str, Any], st: MonitorState) -> None:
         bar.total = total
         if bar._bar is not None:
             bar._bar.total = total
-    mib = 1 << 20
-    bar.update_to(done, mem_left=f"{int(stats.get('memory_remaining', 0)) // mib}M",
-                  disk_left=f"{int(stats.get('disk_remaining', 0)) // mib}M",
-                  rate=f"{int(stats.get('memory_bps', 0)) // mib}M/s",
-                  dirty=f"{int(stats.get('memory_dirty_rate', 0)) * page // mib}M/s",
+    bar.update_to(done, mem_left=f"{int(stats.get('memory_remaining', 0)) // MiB}M",
+                  disk_left=f"{int(stats.get('disk_remaining', 0)) // MiB}M",
+                  rate=f"{int(stats.get('memory_bps', 0)) // MiB}M/s",
+                  dirty=f"{int(stats.get('memory_dirty_rate', 0)) * page // MiB}M/s",
                   iter=int(stats.get("memory_iteration", 0) or 0),
                   exp_downtime=f"{stats.get('downtime', '?')}ms",
                   limit=f"{st.downtime_ms}ms")

@@ -15,20 +15,32 @@ from pathlib import PurePosixPath
 
 import libvirt
 
+from vmshift import volumes
+from vmshift.convert.maps import NetworkMap
 from vmshift.errors import OperationFailed
 from vmshift.migrate import statefiles, xmlmap
 from vmshift.migrate.facts import DomainFacts
 from vmshift.migrate.statefiles import StateCopier, StateCopy, StateLocation, quietly
-from vmshift.migrate.volcopy import CopiedVolume, copy_volume, create_like, has_backing
 
 
 @dataclass
 class OfflineRequest:
     domain: str
     dest_pool: str | None
-    network_map: dict[str, str] = field(default_factory=dict)
+    network_map: NetworkMap = field(default_factory=NetworkMap)
     keep_source: bool = False
     delete_source: bool = False
+
+
+@dataclass
+class CopiedVolume:
+    target: str  # vda
+    source_path: str
+    dest_path: str
+    dest_pool: str
+    bytes: int
+    sha256: str  # the content hash (vmshift.volumes.ContentHash) of both copies
+    verified: bool
 
 
 @dataclass
@@ -57,10 +69,12 @@ def state_locations(dom: libvirt.virDomain) -> list[StateLocation]:
 def plan(d: DomainFacts, req: OfflineRequest, states: list[StateLocation] | None = None
          ) -> list[str]:
     lines = [f"copy {s.kind} {s.describe()} -> the same path on the destination (verified "
-             "sha256; not copied if identical bytes are already there)" for s in states or []]
+             "content hash; not copied if identical bytes are already there)"
+             for s in states or []]
     for x in d.disks:
         if x in disks_to_copy(d):
-            lines.append(f"copy {x.target} {x.path} -> pool {req.dest_pool} (verified sha256)")
+            lines.append(f"copy {x.target} {x.path} -> pool {req.dest_pool} "
+                         "(verified content hash)")
         elif x.path:
             lines.append(f"keep {x.target} {x.path} (visible on the destination)")
     lines.append("define on the destination" + (", keep source definition" if req.keep_source
@@ -74,17 +88,17 @@ def plan(d: DomainFacts, req: OfflineRequest, states: list[StateLocation] | None
 def _copy_one(src: libvirt.virConnect, dst: libvirt.virConnect, pool: libvirt.virStoragePool,
               target: str, path: str, json_mode: bool) -> CopiedVolume:
     svol = src.storageVolLookupByPath(path)
-    backing = has_backing(svol)
+    backing = volumes.backing_of(svol)
     if backing:
         raise OperationFailed(f"disk {target}: {path} has a backing file {backing}; "
                               "flatten it first (copying the top layer alone loses data)")
     name = PurePosixPath(path).name
-    dvol = create_like(pool, svol, name)
+    dvol = volumes.create_for_copy(pool, svol, name)
     try:
-        n, digest, ok = copy_volume(src, svol, dst, dvol, json_mode, target)
+        n, digest, ok = volumes.copy(src, svol, dst, dvol, f"copy {target}", json_mode)
         if not ok:
             raise OperationFailed(f"disk {target}: the copy in pool {pool.name()} does not "
-                                  "match the source (sha256 differs)")
+                                  "match the source (content hash differs)")
     except BaseException:
         dvol.delete(0)  # our own partial copy, never the source
         raise

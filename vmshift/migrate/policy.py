@@ -24,8 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 
-GiB = 1024**3
-MiB = 1024**2
+from vmshift.units import GiB
 
 # QEMU refuses a CPU throttle above 99 %.
 MAX_THROTTLE = 99

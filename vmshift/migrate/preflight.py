@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from vmshift.errors import BadInput, Refused
 from vmshift.migrate.checks import BLOCKER, BY_ID, CHECKS, INFO, WARNING, Check
@@ -34,7 +35,7 @@ def evaluate(facts: Facts, checks: Iterable[Check] = CHECKS,
                         check.message.format(**fields))
             if sev == BLOCKER and check.id in forced:
                 f.severity, f.forced = WARNING, True
-                f.message += f" (forced with --force {check.id})"
+                f.message += f" (overridden with --skip-check {check.id})"
             out.append(f)
     out.sort(key=lambda f: (ORDER[f.severity], f.category, f.id, f.subject))
     return out
@@ -44,7 +45,7 @@ def validate_force(force: Iterable[str]) -> list[str]:
     ids = list(force)
     for i in ids:
         if i not in BY_ID:
-            raise BadInput(f"--force {i}: no such check (known: {', '.join(sorted(BY_ID))})")
+            raise BadInput(f"--skip-check {i}: no such check (known: {', '.join(sorted(BY_ID))})")
     return ids
 
 
@@ -52,13 +53,15 @@ def blockers(findings: list[Finding]) -> list[Finding]:
     return [f for f in findings if f.severity == BLOCKER]
 
 
-def refuse_if_blocked(findings: list[Finding]) -> None:
+def refuse_if_blocked(findings: list[Finding], document: tuple[str, dict[str, Any]]) -> None:
+    """Exit 3 on a blocker; --json then prints DOCUMENT (kind, payload: the command's
+    own result, carrying the findings) with "outcome": "blocked"."""
     bad = blockers(findings)
     if bad:
         first = bad[0]
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
         raise Refused(f"preflight blocker {first.id}: {first.message}{more}",
-                      detail={"findings": [f.__dict__ for f in findings]})
+                      detail={"findings": [f.__dict__ for f in findings]}, document=document)
 
 
 def render(findings: list[Finding]) -> str:

@@ -22,6 +22,8 @@ from typing import Any
 
 import libvirt
 
+from vmshift.errors import OperationFailed
+from vmshift.libvirtconn import connect
 from vmshift.migrate import report
 from vmshift.migrate.jobevents import CompletedJob
 from vmshift.migrate.live import LiveOutcome, LiveRequest
@@ -145,9 +147,9 @@ def describe_state(conn_uri: str, name: str, timeout: float = DESCRIBE_S) -> str
 
 def _read_state(conn_uri: str, name: str) -> str:
     try:
-        conn = libvirt.open(conn_uri)
-    except libvirt.libvirtError as exc:
-        return f"state unknown, unreachable: {exc.get_error_message()}"
+        conn = connect(conn_uri)
+    except OperationFailed as exc:
+        return f"state unknown, unreachable: {exc.message}"
     try:
         state, reason = conn.lookupByName(name).state()
     except libvirt.libvirtError:
@@ -193,7 +195,7 @@ class Recoverer:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 return None
         try:
-            conn = libvirt.open(self.req.source)
+            conn = connect(self.req.source, role="source")
             self.dom = conn.lookupByName(self.req.domain)
             self.say(f"reconnected to the source {self.req.source}")
             return self.dom
@@ -341,6 +343,9 @@ class Recoverer:
         except libvirt.libvirtError as exc:
             return Attempt(n, now_utc(), round(time.monotonic() - self.t0, 2),
                            error=f"source {self.req.source}: {exc.get_error_message()}")
+        except OperationFailed as exc:  # the source does not answer (yet)
+            return Attempt(n, now_utc(), round(time.monotonic() - self.t0, 2),
+                           error=exc.message)
         if dom is None or state is None or state[0] != libvirt.VIR_DOMAIN_PAUSED:
             return None
         if state[1] == libvirt.VIR_DOMAIN_PAUSED_POSTCOPY:

@@ -6,8 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from vmshift.migrate.monitor import MonitorState
-
-MiB = 1 << 20
+from vmshift.units import MiB
 
 
 @dataclass

@@ -5,8 +5,9 @@ storage pool. Both are reached through libvirt alone, so no ssh or shared
 filesystem is assumed: a pool that already covers the file's directory is
 used, otherwise a *transient* dir pool is made over it on each side (libvirt
 refuses a second pool on a path another pool covers). Then the files are
-ordinary volumes: stream download, create + upload, sha256 read-back. Every
-pool this module made or started is destroyed again.
+ordinary volumes: create, then ``vmshift.volumes.copy`` (stream copy and
+content-hash read-back). Every pool this module made or started is
+destroyed again.
 
 The destination path is the source path (the domain XML keeps it).
 """
@@ -21,8 +22,10 @@ from dataclasses import dataclass
 import libvirt
 from lxml import etree
 
+from vmshift import volumes
+from vmshift.convert import libvirt_reader
 from vmshift.errors import OperationFailed
-from vmshift.migrate.volcopy import copy_volume, volume_sha256
+from vmshift.model import Tpm
 
 # Where libvirt's QEMU driver keeps swtpm state unless the XML says otherwise.
 SWTPM_DIR = "/var/lib/libvirt/swtpm"
@@ -55,41 +58,28 @@ class StateCopy:
 def state_note(c: StateCopy) -> str:
     """One line of the report for C."""
     if c.status == "copied":
-        return f"copied {c.kind} {c.path} -> same path, sha256 {c.sha256} verified"
+        return f"copied {c.kind} {c.path} -> same path, content sha256 {c.sha256} verified"
     if c.status == "present":
         return f"{c.kind} {c.path}: identical bytes already on the destination, not copied"
     return f"{c.kind} {c.path}: not on the source yet (libvirt creates it at the first start)"
 
 
-def nvram_path(root: etree._Element) -> str | None:
-    """The NVRAM file: <nvram>PATH</nvram>, or <nvram type='file'><source
-    file=PATH/> (libvirt 8.5+); None for none or a non-file NVRAM."""
-    nv = root.find("os/nvram")
-    if nv is None or nv.get("type", "file") != "file":
-        return None
-    src = nv.find("source")
-    path = src.get("file") if src is not None else (nv.text or "").strip()
-    return path or None
-
-
 def locate(xml: str, domain_uuid: str) -> list[StateLocation]:
     """The state files of a domain, from its inactive XML."""
-    root = etree.fromstring(xml.encode())
+    fw = libvirt_reader.read_domain(xml).firmware
     out = []
-    path = nvram_path(root)
-    if path:
-        path = posixpath.normpath(path)
+    if fw.nvram_path:
+        path = posixpath.normpath(fw.nvram_path)
         out.append(StateLocation("nvram", posixpath.dirname(path), posixpath.basename(path)))
-    for backend in root.findall("devices/tpm/backend[@type='emulator']"):
-        out.append(StateLocation("tpm", tpm_state_dir(backend, domain_uuid)))
+    out += [StateLocation("tpm", tpm_state_dir(t, domain_uuid))
+            for t in fw.tpms or [] if t.backend == "emulator"]
     return out
 
 
-def tpm_state_dir(backend: etree._Element, domain_uuid: str) -> str:
-    src = backend.find("source[@type='dir']")
-    if src is not None and src.get("path"):
-        return posixpath.normpath(src.get("path"))
-    sub = TPM_SUBDIR.get(backend.get("version") or "2.0", "tpm2")
+def tpm_state_dir(tpm: Tpm, domain_uuid: str) -> str:
+    if tpm.state_dir:
+        return posixpath.normpath(tpm.state_dir)
+    sub = TPM_SUBDIR.get(tpm.version or "2.0", "tpm2")
     return posixpath.join(SWTPM_DIR, domain_uuid, sub)
 
 
@@ -131,11 +121,9 @@ class HostDirs:
         return None
 
     def _transient(self, d: str) -> libvirt.virStoragePool | None:
-        xml = etree.Element("pool", type="dir")
-        etree.SubElement(xml, "name").text = f"vmshift-state-{uuid.uuid4().hex[:12]}"
-        etree.SubElement(etree.SubElement(xml, "target"), "path").text = d
+        xml = volumes.dir_pool_xml(f"vmshift-state-{uuid.uuid4().hex[:12]}", d)
         try:
-            pool = self.conn.storagePoolCreateXML(etree.tostring(xml, encoding="unicode"), 0)
+            pool = self.conn.storagePoolCreateXML(xml, 0)
         except libvirt.libvirtError as exc:
             self.last_error = exc.get_error_message()
             return None
@@ -174,31 +162,6 @@ def _lookup(pool: libvirt.virStoragePool | None, name: str) -> libvirt.virStorag
         return pool.storageVolLookupByName(name)
     except libvirt.libvirtError:
         return None
-
-
-def _permissions(vol: libvirt.virStorageVol | None) -> dict[str, str]:
-    if vol is None:
-        return {}
-    perms = etree.fromstring(vol.XMLDesc(0).encode()).find("target/permissions")
-    if perms is None:
-        return {}
-    return {k: perms.findtext(k) for k in ("mode", "owner", "group") if perms.findtext(k)}
-
-
-def _volume_xml(name: str, fmt: str, perms: dict[str, str]) -> str:
-    """A new file (capacity 0: the upload writes the bytes) or directory volume."""
-    vol = etree.Element("volume", type="dir" if fmt == "dir" else "file")
-    etree.SubElement(vol, "name").text = name
-    etree.SubElement(vol, "capacity", unit="bytes").text = "0"
-    target = etree.SubElement(vol, "target")
-    etree.SubElement(target, "format", type=fmt)
-    if perms:
-        # Same mode and numeric owner as on the source, as a copy preserving
-        # attributes would; libvirt relabels them for QEMU/swtpm at start.
-        p = etree.SubElement(target, "permissions")
-        for key, value in perms.items():
-            etree.SubElement(p, key).text = value
-    return etree.tostring(vol, encoding="unicode")
 
 
 class StateCopier:
@@ -242,28 +205,26 @@ class StateCopier:
         existing = _lookup(dpool, svol.name())
         if existing is not None:
             return self._compare(kind, path, svol, existing)
-        try:
-            dvol = dpool.createXML(_volume_xml(svol.name(), "raw", _permissions(svol)), 0)
-        except libvirt.libvirtError as exc:
-            raise OperationFailed(f"{kind}: cannot create {path} on the destination: "
-                                  f"{exc.get_error_message()}") from exc
+        # An empty file with the source's mode and numeric owner, as a copy
+        # preserving attributes would; libvirt relabels it for QEMU/swtpm at start.
+        dvol = volumes.create(dpool, svol.name(), 0, "raw", volumes.permissions(svol))
         self._made_files.append(dvol.path())
-        n, digest, ok = copy_volume(self.src.conn, svol, self.dst.conn, dvol, self.json_mode,
-                                    f"{kind} {svol.name()}")
+        n, digest, ok = volumes.copy(self.src.conn, svol, self.dst.conn, dvol,
+                                     f"copy {kind} {svol.name()}", self.json_mode)
         if not ok:
             raise OperationFailed(f"{kind}: the copy of {path} on the destination does not "
-                                  "match the source (sha256 differs)")
+                                  "match the source (content hash differs)")
         return StateCopy(kind, path, "copied", n, digest, True)
 
     def _compare(self, kind: str, path: str, svol: libvirt.virStorageVol,
                  dvol: libvirt.virStorageVol) -> StateCopy:
         """A file already at the path: the same bytes (shared storage) or a refusal."""
-        n, mine = volume_sha256(self.src.conn, svol)
-        _, theirs = volume_sha256(self.dst.conn, dvol)
-        if mine != theirs:
+        mine = volumes.volume_hash(self.src.conn, svol)
+        theirs = volumes.volume_hash(self.dst.conn, dvol)
+        if mine.hexdigest() != theirs.hexdigest():
             raise OperationFailed(f"{kind}: {path} already exists on the destination with "
                                   "other content; vmshift does not overwrite it")
-        return StateCopy(kind, path, "present", n, mine, True)
+        return StateCopy(kind, path, "present", mine.length, mine.hexdigest(), True)
 
     def _dest_dir(self, directory: str) -> libvirt.virStoragePool:
         """A pool over DIRECTORY on the destination, creating missing levels
@@ -277,12 +238,11 @@ class StateCopier:
                                   f"{self.dst.last_error}")
         ppool = self._dest_dir(parent)
         name = posixpath.basename(directory)
-        perms = _permissions(self.src.volume_at(directory))
+        perms = volumes.permissions(self.src.volume_at(directory))
         try:
-            ppool.createXML(_volume_xml(name, "dir", perms), 0)
-        except libvirt.libvirtError as exc:
-            raise OperationFailed(f"cannot create {directory} on the destination: "
-                                  f"{exc.get_error_message()} ({self.dst.last_error})") from exc
+            volumes.create(ppool, name, 0, "dir", perms)
+        except OperationFailed as exc:
+            raise OperationFailed(f"{exc.message} ({self.dst.last_error})") from exc
         self._made_dirs.append(directory)
         pool = self.dst.pool(directory)
         if pool is None:

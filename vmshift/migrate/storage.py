@@ -14,15 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 import libvirt
-from lxml import etree
 
+from vmshift import volumes
+from vmshift.convert import libvirt_xml as lx
 from vmshift.errors import BadInput, OperationFailed
 from vmshift.migrate import xmlmap
 from vmshift.migrate.monitor import Interrupt
-from vmshift.migrate.volcopy import copy_volume, create_like, has_backing, volume_format
 from vmshift.output import Progress
+from vmshift.units import MiB
 
-MiB = 1 << 20
 PIVOT_TIMEOUT_S = 600.0
 
 
@@ -59,25 +59,47 @@ def _targets(dom: libvirt.virDomain, req: StorageRequest) -> dict[str, str]:
     return {d: paths[d] for d in req.disks}
 
 
-def _new_volume(conn: libvirt.virConnect, pool: libvirt.virStoragePool, target: str,
-                path: str, fmt: str | None) -> tuple[libvirt.virStorageVol, libvirt.virStorageVol]:
-    old = conn.storageVolLookupByPath(path)
+def _source_volume(conn: libvirt.virConnect, pool: libvirt.virStoragePool, target: str,
+                   path: str, fmt: str | None, live: bool) -> libvirt.virStorageVol:
+    try:
+        old = conn.storageVolLookupByPath(path)
+    except libvirt.libvirtError:
+        raise BadInput(f"--disk {target}: {path} is in no storage pool of this host") from None
     if old.storagePoolLookupByVolume().name() == pool.name():
         raise BadInput(f"--dest-pool {pool.name()}: disk {target} is already in it")
-    if has_backing(old):
+    if volumes.backing_of(old):
         raise OperationFailed(f"disk {target}: {path} has a backing file; not supported")
-    return old, create_like(pool, old, PurePosixPath(path).name, fmt)
+    if not live and fmt and fmt != volumes.format_of(old):
+        raise BadInput(f"--format {fmt}: converting a stopped VM's disk needs "
+                       "qemu-img on the host; start the VM to convert live")
+    return old
+
+
+def check_request(req: StorageRequest, conn: libvirt.virConnect, dom: libvirt.virDomain
+                  ) -> tuple[libvirt.virStoragePool, dict[str, tuple[str, libvirt.virStorageVol]]]:
+    """Everything a dry run and the real run both check before anything is created:
+    the pool, and per disk its source volume. Returns the pool and target -> (path, volume)."""
+    targets = _targets(dom, req)
+    try:
+        pool = conn.storagePoolLookupByName(req.dest_pool)
+    except libvirt.libvirtError:
+        raise BadInput(f"--dest-pool {req.dest_pool}: no such pool on this host") from None
+    live = bool(dom.isActive())
+    return pool, {t: (p, _source_volume(conn, pool, t, p, req.format, live))
+                  for t, p in targets.items()}
 
 
 def run_storage(req: StorageRequest, conn: libvirt.virConnect, dom: libvirt.virDomain,
                 interrupt: Interrupt, json_mode: bool) -> StorageResult:
-    targets = _targets(dom, req)
-    pool = conn.storagePoolLookupByName(req.dest_pool)
+    pool, disks = check_request(req, conn, dom)
     pool.refresh(0)
     res = StorageResult(live=bool(dom.isActive()))
-    for target, path in targets.items():
-        old, new = _new_volume(conn, pool, target, path, req.format)
-        fmt = req.format or volume_format(old)
+    for target, (path, old) in disks.items():
+        name = PurePosixPath(path).name
+        # A block copy writes into a ready image; a stream copy, the file as it is.
+        new = volumes.create_like(pool, old, name, req.format) if res.live else \
+            volumes.create_for_copy(pool, old, name)
+        fmt = req.format or volumes.format_of(old)
         pivoted = False
         try:
             if res.live:
@@ -85,10 +107,7 @@ def run_storage(req: StorageRequest, conn: libvirt.virConnect, dom: libvirt.virD
                             json_mode)
                 pivoted = True  # from here the guest uses the new volume: never delete it
             else:
-                if fmt != volume_format(old):
-                    raise BadInput(f"--format {fmt}: converting a stopped VM's disk needs "
-                                   "qemu-img on the host; start the VM to convert live")
-                _, _, ok = copy_volume(conn, old, conn, new, json_mode, target)
+                _, _, ok = volumes.copy(conn, old, conn, new, f"copy {target}", json_mode)
                 if not ok:
                     raise OperationFailed(f"disk {target}: copy does not match the source")
             _rewrite_definitions(conn, dom, target, new.path(), fmt, res.live)
@@ -105,10 +124,7 @@ def run_storage(req: StorageRequest, conn: libvirt.virConnect, dom: libvirt.virD
 
 
 def _dest_disk_xml(path: str, fmt: str) -> str:
-    disk = etree.Element("disk", type="file")
-    etree.SubElement(disk, "source", file=path)
-    etree.SubElement(disk, "driver", type=fmt)
-    return etree.tostring(disk, encoding="unicode")
+    return lx.Disk(type="file", source_file=path, driver_type=fmt).to_xml()
 
 
 def _block_copy(dom: libvirt.virDomain, target: str, path: str, fmt: str,

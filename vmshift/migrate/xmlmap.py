@@ -8,74 +8,46 @@ from __future__ import annotations
 
 from lxml import etree
 
-
-def parse_network_map(text: str | None) -> dict[str, str]:
-    """'SRC=DST,SRC2=DST2' -> {SRC: DST}; raises ValueError naming the item."""
-    out: dict[str, str] = {}
-    if not text:
-        return out
-    for item in text.split(","):
-        src, sep, dst = item.partition("=")
-        if not sep or not src.strip() or not dst.strip():
-            raise ValueError(f"{item!r} is not SRC=DST")
-        out[src.strip()] = dst.strip()
-    return out
+from vmshift.convert import libvirt_xml as lx
+from vmshift.convert.maps import NetworkMap
 
 
-def map_networks(xml: str, mapping: dict[str, str]) -> str:
-    """Point each NIC whose network or bridge is in `mapping` at the new one."""
-    if not mapping:
+def map_networks(xml: str, netmap: NetworkMap) -> str:
+    """Point each network or bridge NIC that `netmap` names (by MAC, else by its
+    network or bridge name) at its target; a target of the other kind changes
+    the interface's type, and the old source's attributes go with it."""
+    if not netmap:
         return xml
     root = etree.fromstring(xml.encode())
-    for src in root.findall("devices/interface/source"):
-        for attr in ("network", "bridge"):
-            old = src.get(attr)
-            if old in mapping:
-                src.set(attr, mapping[old])
+    for iface in root.findall("devices/interface"):
+        kind, src = iface.get("type"), iface.find("source")
+        if kind not in ("network", "bridge") or src is None:
+            continue
+        mac = iface.find("mac")
+        target = netmap.lookup(mac.get("address") if mac is not None else None, src.get(kind))
+        if target is None:
+            continue
+        if target.kind != kind:
+            iface.set("type", target.kind)
+            src.attrib.clear()
+        src.set(target.kind, target.name)
     return etree.tostring(root, encoding="unicode")
 
 
 def map_disks(xml: str, paths: dict[str, str], formats: dict[str, str] | None = None) -> str:
     """Point the disks with targets in `paths` at new files (target -> path)."""
-    root = etree.fromstring(xml.encode())
-    for disk in root.findall("devices/disk"):
-        target = disk.find("target")
-        if target is None or target.get("dev") not in paths:
+    dom = lx.Domain.from_xml(xml)
+    for disk in dom.disks:
+        dev = disk.target_dev
+        if dev not in paths:
             continue
-        dev = target.get("dev")
-        disk.set("type", "file")
-        src = disk.find("source")
-        if src is None:
-            src = etree.SubElement(disk, "source")
-        for attr in list(src.attrib):
-            del src.attrib[attr]
-        for child in list(src):
-            src.remove(child)
-        src.set("file", paths[dev])
-        drv = disk.find("driver")
-        if formats and dev in formats and drv is not None:
-            drv.set("type", formats[dev])
-        # A backing chain describes the old files; the copy is flattened.
-        bs = disk.find("backingStore")
-        if bs is not None:
-            disk.remove(bs)
-    return etree.tostring(root, encoding="unicode")
-
-
-def map_nvram(xml: str, path: str) -> str:
-    root = etree.fromstring(xml.encode())
-    nv = root.find("os/nvram")
-    if nv is not None:
-        nv.text = path
-    return etree.tostring(root, encoding="unicode")
+        disk.point_at_file(paths[dev])
+        if formats and dev in formats:
+            disk.driver_type = formats[dev]
+    return dom.to_xml()
 
 
 def disk_paths(xml: str) -> dict[str, str]:
     """target -> current source path, for file and block disks."""
-    root = etree.fromstring(xml.encode())
-    out = {}
-    for disk in root.findall("devices/disk"):
-        t, s = disk.find("target"), disk.find("source")
-        if t is not None and s is not None and (s.get("file") or s.get("dev")):
-            out[t.get("dev")] = s.get("file") or s.get("dev")
-    return out
+    return {d.target_dev: d.source_path for d in lx.Domain.from_xml(xml).disks
+            if d.target_dev and d.source_path}

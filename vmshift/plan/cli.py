@@ -1,12 +1,5 @@
 """CLI for `vmshift plan` (not built yet)."""
 
-import click
+from vmshift.cliutil import not_built_command
 
-from vmshift.cliutil import json_option, not_built
-
-
-@click.group(name="plan")
-@json_option
-def plan(json_mode: bool) -> None:
-    """Validate, dry-run, run and resume CSV migration waves."""
-    not_built("plan", 8)
+plan = not_built_command("plan", 8, "Validate, dry-run, run and resume CSV migration waves.")

@@ -108,7 +108,7 @@ def up(n_hosts: int, storage_kind: str, bed: str, json_mode: bool, dry_run: bool
     if dry_run:
         plan = lifecycle.plan_up(bed, n_hosts)
         if json_mode:
-            emit_json("testbed-plan", {"name": bed, "dry_run": True, "actions": plan})
+            emit_json("testbed_plan", {"name": bed, "dry_run": True, "actions": plan})
         else:
             click.echo("\n".join(line if line.startswith("nothing") else f"would {line}"
                                   for line in plan))
@@ -118,7 +118,7 @@ def up(n_hosts: int, storage_kind: str, bed: str, json_mode: bool, dry_run: bool
         lifecycle.up(bed, n_hosts, step=_stepper(progress), storage_kind=storage_kind)
     doc = status_doc(bed)
     if json_mode:
-        emit_json("testbed-status", doc)
+        emit_json("testbed_status", {**doc, "outcome": "ok"})
     else:
         _print_status(doc)
 
@@ -133,14 +133,14 @@ def down(bed: str, json_mode: bool, dry_run: bool) -> None:
     if dry_run:
         plan = lifecycle.plan_down(bed)
         if json_mode:
-            emit_json("testbed-plan", {"name": bed, "dry_run": True, "actions": plan})
+            emit_json("testbed_plan", {"name": bed, "dry_run": True, "actions": plan})
         else:
             click.echo("\n".join(plan))
         return
     with Progress(f"testbed {bed} down", None, json_mode=json_mode, unit="step") as progress:
         stopped = lifecycle.down(bed, step=_stepper(progress))
     if json_mode:
-        emit_json("testbed-down", {"name": bed, "was_up": stopped})
+        emit_json("testbed_down", {"name": bed, "was_up": stopped})
     else:
         click.echo(f"bed {bed}: {'stopped' if stopped else 'was not up'}")
 
@@ -152,13 +152,14 @@ def status(bed: str, json_mode: bool) -> None:
     """Show URIs, pools, networks and storage kind of a bed."""
     state.check_bed_name(bed)
     doc = status_doc(bed)
-    if json_mode:
-        emit_json("testbed-status", doc)
-    else:
+    if not json_mode:
         _print_status(doc)
-    if doc.get("hosts") and not doc["up"]:
+    if doc.get("hosts") and not doc["up"]:  # with --json, main() prints doc, outcome failed
         raise OperationFailed(f"bed {bed} is only partly up; run `vmshift testbed down "
-                              f"--name {bed}` then `up` again")
+                              f"--name {bed}` then `up` again",
+                              document=("testbed_status", doc))
+    if json_mode:
+        emit_json("testbed_status", {**doc, "outcome": "ok"})
 
 
 testbed.add_command(guest_cli.guest)  # `vmshift testbed guest build` (reference guest)

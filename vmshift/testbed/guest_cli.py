@@ -58,7 +58,7 @@ def build_cmd(variant: str, dry_run: bool, json_mode: bool) -> None:
         cached = all(refguest.cached_guest(v) is not None for v in names)
         where = refguest.guests_dir() / digest
         if json_mode:
-            emit_json("testbed-guest-plan", {"recipe_hash": digest, "directory": where,
+            emit_json("testbed_guest_plan", {"recipe_hash": digest, "directory": where,
                                              "cached": cached, "would_build": not cached})
         else:
             click.echo(f"{where}: " + ("cached, nothing to do" if cached
@@ -68,7 +68,7 @@ def build_cmd(variant: str, dry_run: bool, json_mode: bool) -> None:
     if None in guests:
         guests = _build(names, json_mode)
     if json_mode:
-        emit_json("testbed-guest", {"recipe_hash": digest,
+        emit_json("testbed_guest", {"recipe_hash": digest,
                                     "guests": {g.variant: g.to_dict() for g in guests}})
     else:
         click.echo("\n".join(_describe(g) for g in guests))
@@ -81,7 +81,7 @@ def prune_cmd(dry_run: bool, json_mode: bool) -> None:
     """Delete cached guests of older recipes (not the current one, not one being built)."""
     removed = refguest.prune(dry_run=dry_run)
     if json_mode:
-        emit_json("testbed-guest-prune", {"dry_run": dry_run, "removed": removed,
+        emit_json("testbed_guest_prune", {"dry_run": dry_run, "removed": removed,
                                           "kept": refguest.recipe_hash()})
         return
     verb = "would remove" if dry_run else "removed"

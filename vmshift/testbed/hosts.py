@@ -19,6 +19,7 @@ from typing import Any
 
 import libvirt
 
+from vmshift import libvirtconn
 from vmshift.testbed import libvirthost, procs, state
 
 DEFAULT_BED = "vmshift"
@@ -43,7 +44,7 @@ class TestHost:
     bed: str = ""  # name of the bed the host belongs to
 
     def connect(self) -> libvirt.virConnect:
-        return libvirt.open(self.uri)
+        return libvirtconn.connect(self.uri)
 
 
 @dataclass

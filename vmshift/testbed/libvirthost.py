@@ -23,6 +23,7 @@ from typing import Any
 import libvirt
 from lxml import etree
 
+from vmshift import libvirtconn, volumes
 from vmshift.errors import OperationFailed
 from vmshift.testbed import migtls, procs
 
@@ -42,9 +43,6 @@ SHARED_POOL = "vmshift-shared"
 PRIVATE_POOL = "vmshift-private"
 PRIVATE_POOL_PATH = "/var/lib/libvirt/vmshift-private"  # inside each host
 NETWORK = "vmshift-net"
-
-# libvirt prints every error to stderr besides raising it; the exceptions suffice.
-libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
 
 def libvirtd_conf(host_uuid: str) -> str:
@@ -171,19 +169,11 @@ def wait_connect(uri: str, daemon: procs.Proc, log: Path,
         if not procs.alive(daemon):
             raise OperationFailed(f"libvirtd for {uri} exited; see {log}")
         try:
-            return libvirt.open(uri)
-        except libvirt.libvirtError as exc:
-            last = str(exc)
+            return libvirtconn.connect(uri)
+        except OperationFailed as exc:
+            last = exc.message
         time.sleep(0.3)
     raise OperationFailed(f"libvirtd at {uri} did not answer within {timeout:.0f} s: {last}")
-
-
-def _pool_xml(name: str, path: str) -> str:
-    pool = etree.Element("pool", type="dir")
-    etree.SubElement(pool, "name").text = name
-    target = etree.SubElement(pool, "target")
-    etree.SubElement(target, "path").text = path
-    return etree.tostring(pool, encoding="unicode")
 
 
 def _network_xml(bridge: str) -> str:
@@ -198,7 +188,7 @@ def define_pool(conn: libvirt.virConnect, name: str, path: str) -> None:
     try:
         pool = conn.storagePoolLookupByName(name)
     except libvirt.libvirtError:
-        pool = conn.storagePoolDefineXML(_pool_xml(name, path), 0)
+        pool = conn.storagePoolDefineXML(volumes.dir_pool_xml(name, path), 0)
     if not pool.isActive():
         pool.create(0)
     pool.setAutostart(1)
@@ -223,8 +213,8 @@ def new_host_uuid() -> str:
 def destroy_domains(uri: str) -> None:
     """Stop the guests still running on a host before its daemon goes."""
     try:
-        conn = libvirt.open(uri)
-    except libvirt.libvirtError:
+        conn = libvirtconn.connect(uri)
+    except OperationFailed:
         return
     try:
         for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
@@ -238,7 +228,7 @@ def destroy_domains(uri: str) -> None:
 
 def busy_domains(uri: str) -> list[str]:
     """Domains on a host with a job in flight (a migration, a save...)."""
-    conn = libvirt.open(uri)
+    conn = libvirtconn.connect(uri)
     try:
         busy = []
         for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):

@@ -28,10 +28,11 @@ from pathlib import Path
 import libvirt
 from lxml import etree
 
+from vmshift import volumes
+from vmshift.console import Console
 from vmshift.errors import BadInput, OperationFailed
 from vmshift.testbed import hosts as hostmod
 from vmshift.testbed import state, tinyimage
-from vmshift.testbed.console import Console
 from vmshift.testbed.hosts import TestBed, TestHost
 from vmshift.testbed.libvirthost import save_qemu_caps
 from vmshift.testbed.storage import is_mounted
@@ -92,19 +93,10 @@ def make_data_disk(conn: libvirt.virConnect, pool_name: str, vol_name: str) -> t
         raw.write_bytes(content)
         argv = ["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(raw), str(qcow2)]
         subprocess.run(argv, check=True, capture_output=True, timeout=60)
-        image = qcow2.read_bytes()
-    pool = conn.storagePoolLookupByName(pool_name)
-    vol_el = etree.Element("volume")
-    etree.SubElement(vol_el, "name").text = vol_name
-    etree.SubElement(vol_el, "capacity", unit="bytes").text = str(len(image))
-    # Created as a plain file of the image's size; the upload writes the qcow2 bytes.
-    etree.SubElement(etree.SubElement(vol_el, "target"), "format", type="raw")
-    vol = pool.createXML(etree.tostring(vol_el, encoding="unicode"), 0)
-    stream = conn.newStream(0)
-    vol.upload(stream, 0, len(image), 0)
-    for offset in range(0, len(image), 1 << 20):
-        stream.send(image[offset:offset + (1 << 20)])
-    stream.finish()
+        pool = conn.storagePoolLookupByName(pool_name)
+        # Created as a plain file of the image's size; the upload writes the qcow2 bytes.
+        vol = volumes.create(pool, vol_name, qcow2.stat().st_size, "raw")
+        volumes.upload(conn, vol, qcow2)
     pool.refresh(0)
     return vol.path(), hashlib.sha256(content).hexdigest()
 

@@ -1,9 +1,11 @@
 """The VMX input: a VMware ``.vmx`` file -> ``VirtualMachine``.
 
 ``read_vmx(path)`` translates only: it never opens the disk files a VMX
-names (vmx2xml must work on a VMX whose disks live on an ESXi datastore).
-``read_vmx_with_disks`` is the variant for ``inspect``, which needs the disks:
-it checks each one exists and reads its descriptor with the VMDK parser.
+names (vmx2xml must work on a VMX whose disks live on an ESXi datastore),
+but every local path it names is confined (``vmshift.confine``): one that
+leaves the VMX's directory, by ``..`` or a symlink, or names a device, is
+refused. ``vmshift.convert.vmx.disks`` adds the checks of the disks
+themselves (their VMDK descriptors; for ``inspect``, that they exist).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from vmshift.confine import Policy
 from vmshift.convert import guestos
 from vmshift.convert.vmx.lexer import VmxFile, read_vmx_bytes, read_vmx_file
 from vmshift.convert.vmx.network import read_nics
@@ -34,18 +37,24 @@ MAX_MEMORY_MIB = 24 * 1024 * 1024
 MAX_VCPUS = 768
 
 
-def read_vmx(path: str | Path) -> VirtualMachine:
-    """Parse a VMX into the neutral model (BadInput, exit 2, on any malformed fact)."""
-    return _model(read_vmx_file(Path(path)))
+def read_vmx(path: str | Path, policy: Policy | None = None, *,
+             must_exist: bool = False) -> VirtualMachine:
+    """Parse a VMX into the neutral model (BadInput, exit 2, on any malformed fact).
+
+    ``policy``: the directories and devices the command line allows beyond the
+    VMX's own directory; ``must_exist``: every disk file must be here.
+    """
+    return _model(read_vmx_file(Path(path)), policy, must_exist)
 
 
-def read_vmx_model_from_bytes(path: str | Path, data: bytes) -> VirtualMachine:
+def read_vmx_model_from_bytes(path: str | Path, data: bytes,
+                              policy: Policy | None = None) -> VirtualMachine:
     """The same from bytes already in memory (``path`` names it in messages and
     anchors its relative disk paths)."""
-    return _model(read_vmx_bytes(Path(path), data))
+    return _model(read_vmx_bytes(Path(path), data), policy, False)
 
 
-def _model(vmx: VmxFile) -> VirtualMachine:
+def _model(vmx: VmxFile, policy: Policy | None, must_exist: bool) -> VirtualMachine:
     vm = VirtualMachine(source_kind="vmx", source_ref=os.path.abspath(vmx.path))
     vm.notes.extend(vmx.warnings)
     vm.name = _name(vmx)
@@ -59,7 +68,7 @@ def _model(vmx: VmxFile) -> VirtualMachine:
     vm.memory_hotadd = vmx.get_bool("mem.hotadd", False)
     vm.cbt_enabled = vmx.get_bool("ctkEnabled", False)
     vm.cpu_affinity = _affinity(vmx)
-    storage = read_storage(vmx, vm.notes)
+    storage = read_storage(vmx, vm.notes, policy, must_exist=must_exist)
     vm.disks, vm.cdroms, vm.floppies = storage.disks, storage.cdroms, storage.floppies
     vm.nics = read_nics(vmx, vm.notes)
     vm.serials = read_ports(vmx, "serial")

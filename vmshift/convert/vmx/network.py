@@ -50,6 +50,8 @@ def _nic(vmx: VmxFile, prefix: str, notes: list[str]) -> Nic:
                         vmx.line(f"{prefix}.virtualDev"))
     nic = Nic(model=model, label=prefix)
     nic.mac, nic.mac_type = _mac(vmx, prefix, notes)
+    slot = (vmx.get(f"{prefix}.pciSlotNumber") or "").strip()
+    nic.pci_slot = int(slot) if slot.isdigit() else None
     switch = vmx.get(f"{prefix}.dvs.switchId")
     if switch is not None:
         nic.connection = ConnectionType.DISTRIBUTED

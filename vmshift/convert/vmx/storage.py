@@ -11,8 +11,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from vmshift.confine import Policy
 from vmshift.convert.vmx.lexer import VmxFile
-from vmshift.convert.vmx.paths import resolve_file_name
+from vmshift.convert.vmx.paths import SourcePath, resolve_file_name
 from vmshift.errors import bad_input
 from vmshift.model import BusType, CdRom, Controller, Disk, DiskMode, DiskSharing, Floppy
 
@@ -53,8 +54,26 @@ class Storage:
     passthrough_luns: list[str]  # SCSI generic passthrough that is not a CD-ROM
 
 
-def read_storage(vmx: VmxFile, notes: list[str]) -> Storage:
+@dataclass
+class _Files:
+    """Resolves the file names of one VMX under one confinement policy."""
+
+    vmx: VmxFile
+    policy: Policy | None
+    must_exist: bool
+
+    def resolve(self, key: str, name: str, *, disk: bool) -> SourcePath:
+        return resolve_file_name(self.vmx.path, self.vmx.spelled(key), name,
+                                 self.vmx.line(key), self.policy,
+                                 must_exist=disk and self.must_exist)
+
+
+def read_storage(vmx: VmxFile, notes: list[str], policy: Policy | None = None, *,
+                 must_exist: bool = False) -> Storage:
+    """The VMX's storage devices; every file they name is confined by ``policy``
+    (``must_exist``: a disk must be here, not only be allowed to be)."""
     result = Storage([], [], [], [])
+    files = _Files(vmx, policy, must_exist)
     slots = sorted(
         ((m.group(1), int(m.group(2)), int(m.group(3))) for m in vmx.keys_matching(_DEVICE_KEY)),
         key=lambda s: (BUS_ORDER[s[0]], s[1], s[2]),
@@ -67,8 +86,8 @@ def read_storage(vmx: VmxFile, notes: list[str]) -> Storage:
         controller = _controller(vmx, bus, ctrl, notes, prefix)
         if controller is None:
             continue
-        _read_device(vmx, prefix, bus, controller, unit, result, notes)
-    result.floppies = _floppies(vmx, notes)
+        _read_device(files, prefix, bus, controller, unit, result, notes)
+    result.floppies = _floppies(files, notes)
     _refuse_double_attachment(vmx, result.disks)
     return result
 
@@ -123,13 +142,14 @@ def _device_type(vmx: VmxFile, prefix: str, bus: str) -> str:
     return "scsi-harddisk" if bus == "scsi" else "ata-harddisk"
 
 
-def _read_device(vmx: VmxFile, prefix: str, bus: str, controller: Controller, unit: int,
+def _read_device(files: _Files, prefix: str, bus: str, controller: Controller, unit: int,
                  result: Storage, notes: list[str]) -> None:
+    vmx = files.vmx
     device_type = _device_type(vmx, prefix, bus)
     if device_type in DISK_TYPES:
-        result.disks.append(_disk(vmx, prefix, controller, unit, device_type))
+        result.disks.append(_disk(files, prefix, controller, unit))
     elif device_type in CDROM_TYPES:
-        result.cdroms.append(_cdrom(vmx, prefix, controller, unit, device_type, notes))
+        result.cdroms.append(_cdrom(files, prefix, controller, unit, device_type, notes))
     elif device_type == "scsi-passthru":
         name = vmx.get(f"{prefix}.fileName") or ""
         if "cdrom" in name.lower():
@@ -146,14 +166,14 @@ def _read_device(vmx: VmxFile, prefix: str, bus: str, controller: Controller, un
                         vmx.line(f"{prefix}.deviceType"))
 
 
-def _disk(vmx: VmxFile, prefix: str, controller: Controller, unit: int,
-          device_type: str) -> Disk:
+def _disk(files: _Files, prefix: str, controller: Controller, unit: int) -> Disk:
+    vmx = files.vmx
     key = f"{prefix}.fileName"
     name = vmx.get(key)
     if name is None or name.strip() == "":
         raise bad_input(vmx.path, f"{prefix}: a disk without a fileName",
                         vmx.line(f"{prefix}.present"))
-    where = resolve_file_name(vmx.path, vmx.spelled(key), name.strip(), vmx.line(key))
+    where = files.resolve(key, name.strip(), disk=True)
     mode_text = (vmx.get(f"{prefix}.mode") or "").strip().lower()
     if mode_text and mode_text not in _MODES:
         raise bad_input(vmx.path, f"{prefix}.mode = {mode_text!r}: unknown disk mode",
@@ -183,12 +203,13 @@ def _format_of(path: str) -> str | None:
     return None
 
 
-def _cdrom(vmx: VmxFile, prefix: str, controller: Controller, unit: int, device_type: str,
+def _cdrom(files: _Files, prefix: str, controller: Controller, unit: int, device_type: str,
            notes: list[str]) -> CdRom:
+    vmx = files.vmx
     key = f"{prefix}.fileName"
     name = (vmx.get(key) or "").strip()
     if device_type == "cdrom-image" and name.lower() not in EMPTY_BACKINGS:
-        where = resolve_file_name(vmx.path, vmx.spelled(key), name, vmx.line(key))
+        where = files.resolve(key, name, disk=False)
         return CdRom(source=where.path, controller=controller, unit=unit, device_type="iso")
     if device_type == "cdrom-image":
         return CdRom(controller=controller, unit=unit, device_type="empty")
@@ -198,7 +219,8 @@ def _cdrom(vmx: VmxFile, prefix: str, controller: Controller, unit: int, device_
     return CdRom(controller=controller, unit=unit, device_type="host-device")
 
 
-def _floppies(vmx: VmxFile, notes: list[str]) -> list[Floppy]:
+def _floppies(files: _Files, notes: list[str]) -> list[Floppy]:
+    vmx = files.vmx
     floppies: list[Floppy] = []
     for index in sorted(int(m.group(1)) for m in vmx.keys_matching(_FLOPPY_KEY)):
         prefix = f"floppy{index}"
@@ -211,7 +233,7 @@ def _floppies(vmx: VmxFile, notes: list[str]) -> list[Floppy]:
         key = f"{prefix}.fileName"
         name = (vmx.get(key) or "").strip()
         if file_type == "file" and name:
-            where = resolve_file_name(vmx.path, vmx.spelled(key), name, vmx.line(key))
+            where = files.resolve(key, name, disk=False)
             floppies.append(Floppy(source=where.path, unit=index, device_type="image"))
         else:
             if name:

@@ -9,8 +9,9 @@ from typing import Any
 
 import click
 
-from vmshift.cliutil import dry_run_option, json_option, virt_type_option
+from vmshift.cliutil import bandwidth_option, dry_run_option, json_option, virt_type_option
 from vmshift.convert.cli import emit_domain, mapping_options
+from vmshift.convert.maps import NetworkMap, StorageMap
 from vmshift.convert.vsphere.connection import (
     PASSWORD_ENV,
     Session,
@@ -18,7 +19,9 @@ from vmshift.convert.vsphere.connection import (
     parse_url,
     read_password,
 )
+from vmshift.errors import Refused
 from vmshift.output import emit_json, notice
+from vmshift.units import human
 
 CONNECTION_HELP = f"""
 The password comes from ${PASSWORD_ENV}, --password-file, or a hidden prompt;
@@ -90,16 +93,12 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
     header = ("NAME", "POWER", "GUEST OS", "DISKS", "NICS", "HOST", "DATASTORES")
     table = [header] + [(
         r["name"], r["power_state"], r["guest_os"] or "-",
-        f"{len(r['disks'])} ({_gib(sum(d['capacity_bytes'] or 0 for d in r['disks']))})",
+        f"{len(r['disks'])} ({human(sum(d['capacity_bytes'] or 0 for d in r['disks']))})",
         str(len(r["nics"])), r["host"] or "-", ",".join(r["datastores"]) or "-",
     ) for r in rows]
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
     for row in table:
         click.echo("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
-
-
-def _gib(n: int) -> str:
-    return f"{n / 2**30:.1f} GiB"
 
 
 @vsphere.command("show")
@@ -124,14 +123,14 @@ def vsphere_show(vm_name: str, json_mode: bool, **kwargs: Any) -> None:
 @vsphere.command("xml")
 @click.option("--vm", "vm_name", required=True, help="The VM's name.")
 @click.option("--disk-dir", type=click.Path(file_okay=False), default=None,
-              help="Point the disks at DIR/<file> (where `download --dest DIR` put them) "
+              help="Point the disks at DIR/<file> (where `download --disk-dir DIR` put them) "
                    "instead of their [datastore] paths.")
 @mapping_options
 @virt_type_option
 @connection_options
 @json_option
-def vsphere_xml(vm_name: str, disk_dir: str | None, network_map: str | None,
-                storage_map: str | None, default_network: str, virt_type: str,
+def vsphere_xml(vm_name: str, disk_dir: str | None, network_map: NetworkMap | None,
+                storage_map: StorageMap | None, default_network: str, virt_type: str,
                 json_mode: bool, **kwargs: Any) -> None:
     """Print the KVM-ready libvirt domain XML for a vSphere VM."""
     from vmshift.convert.vsphere.reader import find_vm, localise_disks, read_vm
@@ -140,29 +139,33 @@ def vsphere_xml(vm_name: str, disk_dir: str | None, network_map: str | None,
         model = read_vm(session, find_vm(session, vm_name))
     if disk_dir:
         localise_disks(model, Path(disk_dir))
+    from vmshift.confine import Policy
+    from vmshift.convert.vsphere.datastore import confine_disks
+
+    confine_disks(model, Policy.of(storage_map=storage_map, disk_dirs=[disk_dir] if disk_dir
+                                   else []), must_exist=False)
     emit_domain(model, json_mode=json_mode, virt_type=virt_type, network_map=network_map,
                 storage_map=storage_map, default_network=default_network)
 
 
 @vsphere.command("download")
 @click.option("--vm", "vm_name", required=True, help="The VM's name.")
-@click.option("--dest", type=click.Path(file_okay=False), required=True,
+@click.option("--disk-dir", type=click.Path(file_okay=False), required=True,
               help="Directory for the disk files (descriptors and extents).")
 @click.option("--power-off", is_flag=True,
               help="Shut a running guest down through VMware Tools first.")
-@click.option("--force", is_flag=True,
+@click.option("--hard-power-off", is_flag=True,
               help="With --power-off: power off hard if the guest does not shut down.")
 @click.option("--shutdown-timeout", type=click.FloatRange(min=1), default=300,
               show_default=True, help="Seconds to wait for the guest shutdown.")
 @click.option("--snapshot", is_flag=True,
               help="Copy a running VM from a snapshot (removed afterwards).")
-@click.option("--bandwidth", type=click.FloatRange(min=0.01), default=None,
-              help="Cap the transfer at this many MiB/s.")
+@bandwidth_option("the transfer")
 @connection_options
 @dry_run_option
 @json_option
-def vsphere_download(vm_name: str, dest: str, power_off: bool, force: bool,
-                     shutdown_timeout: float, snapshot: bool, bandwidth: float | None,
+def vsphere_download(vm_name: str, disk_dir: str, power_off: bool, hard_power_off: bool,
+                     shutdown_timeout: float, snapshot: bool, bandwidth: int | None,
                      dry_run: bool, json_mode: bool, **kwargs: Any) -> None:
     """Download a VM's disks over the datastore's HTTPS /folder path, resumably.
 
@@ -173,26 +176,32 @@ def vsphere_download(vm_name: str, dest: str, power_off: bool, force: bool,
     from vmshift.convert.vsphere import download as dl
     from vmshift.convert.vsphere.reader import find_vm
 
+    dest = Path(disk_dir)
+    result: dict[str, Any] = {"vm": vm_name, "disk_dir": str(dest.resolve()), "action": None,
+                              "dry_run": dry_run}
     with session_from(_conn(kwargs), json_mode) as session:
         vm = find_vm(session, vm_name)
-        action = dl.decide_action(vm, power_off, snapshot, force)
-        files = dl.disk_files(session, vm, vm.config.hardware)
-        result = {"vm": vm_name, "dest": str(Path(dest).resolve()), "action": action,
-                  "dry_run": dry_run}
+        try:
+            result["action"] = action = dl.decide_action(vm, power_off, snapshot,
+                                                         hard_power_off)
+            files = dl.disk_files(session, vm, vm.config.hardware)
+        except Refused as exc:  # exit 3: --json prints this command's document, blocked
+            exc.document = ("vsphere_download", {**result, "files": [], "findings": exc.detail})
+            raise
         if dry_run:
             _report_download(result, [{"datastore_path": f.ref, "size": f.size}
                                       for f in files], json_mode)
             return
-        rate = bandwidth * 2**20 if bandwidth else None
         dc_path = dl.datacenter_path(session, vm)
         if action == "snapshot":
             with dl.export_snapshot(session, vm) as snap:
                 files = dl.disk_files(session, vm, snap.config.hardware)
-                fetched = dl.copy_files(session, files, dc_path, Path(dest), json_mode, rate)
+                fetched = dl.copy_files(session, files, dc_path, dest, json_mode, bandwidth)
         else:
             if action == "shutdown":
-                result["action"] = dl.shut_down(session, vm, shutdown_timeout, force)
-            fetched = dl.copy_files(session, files, dc_path, Path(dest), json_mode, rate)
+                result["action"] = dl.shut_down(session, vm, shutdown_timeout,
+                                                hard_power_off)
+            fetched = dl.copy_files(session, files, dc_path, dest, json_mode, bandwidth)
     _report_download(result, [{"datastore_path": f.file.ref, "path": str(f.local),
                                "size": f.size, "resumed_from": f.resumed_from,
                                "skipped": f.skipped, "restarted": f.restarted}
@@ -202,12 +211,14 @@ def vsphere_download(vm_name: str, dest: str, power_off: bool, force: bool,
 def _report_download(result: dict[str, Any], files: list[dict[str, Any]],
                      json_mode: bool) -> None:
     if json_mode:
-        emit_json("vsphere_download", {**result, "files": files})
+        emit_json("vsphere_download", {**result, "files": files, "findings": [],
+                                       "outcome": "ok"})
         return
     verb = "would download" if result["dry_run"] else "downloaded"
     for f in files:
         extra = f", resumed at byte {f['resumed_from']}" if f.get("resumed_from") else ""
         extra += ", already complete" if f.get("skipped") else ""
         extra += ", restarted: changed at the source" if f.get("restarted") else ""
-        click.echo(f"{verb} {f['datastore_path']} -> {f.get('path', result['dest'])}{extra}")
+        click.echo(f"{verb} {f['datastore_path']} -> {f.get('path', result['disk_dir'])}"
+                   f"{extra}")
     click.echo(f"{result['vm']}: {len(files)} file(s); power action: {result['action']}")

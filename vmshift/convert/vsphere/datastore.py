@@ -18,8 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from vmshift.confine import Policy, Where, inside, mapped, plain_name
 from vmshift.convert.vsphere.connection import Session
-from vmshift.errors import BadInput, OperationFailed
+from vmshift.errors import OperationFailed
+from vmshift.model import VirtualMachine
 
 CHUNK = 1024 * 1024
 PART_SUFFIX = ".part"
@@ -32,12 +34,19 @@ class DatastoreFile:
     size: int | None = None  # what vSphere's file layout says; the HTTP headers decide
 
     @classmethod
-    def parse(cls, ref: str, size: int | None = None) -> DatastoreFile:
-        """'[ds] dir/file.vmdk' -> DatastoreFile('ds', 'dir/file.vmdk')."""
+    def parse(cls, ref: str, size: int | None = None, *,
+              where: Where | None = None) -> DatastoreFile:
+        """'[ds] dir/file.vmdk' -> DatastoreFile('ds', 'dir/file.vmdk'); a datastore
+        name that is not a plain name, or a path that climbs out of it, is refused."""
+        where = where or Where(ref)
         if not ref.startswith("[") or "]" not in ref:
-            raise BadInput(f"not a datastore path: {ref!r} (expected '[datastore] path')")
+            raise where.refuse(f"not a datastore path: {ref!r} (expected '[datastore] path')")
         datastore, _, rest = ref[1:].partition("]")
-        return cls(datastore, rest.strip(), size)
+        plain_name(datastore.strip(), where, "datastore name")
+        path = inside(rest.strip())
+        if not path:
+            raise where.refuse(f"{ref!r}: path climbs out of its datastore")
+        return cls(datastore.strip(), path, size)
 
     @property
     def ref(self) -> str:
@@ -77,6 +86,18 @@ class Throttle:
         ahead = self.sent / self.rate - (time.monotonic() - self.start)
         if ahead > 0:
             time.sleep(ahead)
+
+
+def confine_disks(vm: VirtualMachine, policy: Policy | None, *, must_exist: bool) -> None:
+    """A vSphere VM's disk paths after the storage map (and ``--disk-dir``): a local
+    one must stay inside a directory the user named (``vmshift.confine``)."""
+    for disk in vm.disks or []:
+        if not disk.source:
+            continue
+        where = Where(vm.source_ref or vm.name or "vSphere", None, disk.label)
+        if disk.source.startswith("["):
+            DatastoreFile.parse(disk.source, where=where)
+        mapped(disk.source, None, where, policy, must_exist=must_exist)
 
 
 def folder_url(file: DatastoreFile, dc_path: str) -> str:

@@ -3,7 +3,7 @@
 A disk copied while its VM writes to it is torn, so a powered-on VM is
 refused (exit 3) unless the user chooses how to get a consistent image:
 ``--power-off`` (a guest shutdown through VMware Tools, waiting up to a
-timeout; a hard power-off only with ``--force``) or ``--snapshot`` (the
+timeout; a hard power-off only with ``--hard-power-off``) or ``--snapshot`` (the
 disks are frozen by a snapshot, copied from it, and the snapshot is removed
 afterwards, whatever happened).
 """
@@ -26,12 +26,12 @@ from vmshift.output import Progress
 SNAPSHOT_PREFIX = "vmshift-export"
 
 
-def decide_action(vm: Any, power_off: bool, snapshot: bool, force: bool) -> str:
+def decide_action(vm: Any, power_off: bool, snapshot: bool, hard_power_off: bool) -> str:
     """How to get consistent disks from this VM, or Refused."""
     if power_off and snapshot:
         raise BadInput("--power-off and --snapshot exclude each other; pick one")
-    if force and not power_off:
-        raise BadInput("--force only applies to --power-off")
+    if hard_power_off and not power_off:
+        raise BadInput("--hard-power-off only applies to --power-off")
     state = str(vm.runtime.powerState)
     if state == "poweredOff":
         return "none"
@@ -39,9 +39,10 @@ def decide_action(vm: Any, power_off: bool, snapshot: bool, force: bool) -> str:
         return "snapshot"
     if power_off:
         return "shutdown"
-    raise Refused(f"VM {vm.name!r} is {state}: a cold download needs it powered off; "
-                  "pass --power-off (guest shutdown) or --snapshot (copy from a snapshot)",
-                  detail=[{"id": "vsphere.vm_running", "vm": vm.name, "power_state": state}])
+    why = f"VM {vm.name!r} is {state}: a cold download needs it powered off"
+    raise Refused(f"{why}; pass --power-off (guest shutdown) or --snapshot (copy from a "
+                  "snapshot)", detail=[{"id": "vsphere.vm_running", "severity": "blocker",
+                                        "message": why, "vm": vm.name, "power_state": state}])
 
 
 def disk_files(session: Session, vm: Any, hardware: Any) -> list[DatastoreFile]:
@@ -59,9 +60,11 @@ def disk_files(session: Session, vm: Any, hardware: Any) -> list[DatastoreFile]:
         if dv.kind(dev) != "VirtualDisk":
             continue
         if dv.DISK_BACKINGS.get(dv.kind(dev.backing)) in ("rdm", "rawdisk"):
-            raise Refused(f"disk {dv.label(dev)!r} of {vm.name!r} is a raw device mapping: "
-                          "its data is a LUN, not a datastore file; copy it with the array's "
-                          "tools or convert it to a virtual disk first")
+            why = f"disk {dv.label(dev)!r} of {vm.name!r} is a raw device mapping"
+            raise Refused(f"{why}: its data is a LUN, not a datastore file; copy it with the "
+                          "array's tools or convert it to a virtual disk first",
+                          detail=[{"id": "vsphere.raw_device_mapping", "severity": "blocker",
+                                   "message": why}])
         for descriptor in dv.disk_chain(dev.backing):
             found += _link_files(descriptor, by_name, files_by_key, chains.get(dev.key) or [])
     unique: dict[str, DatastoreFile] = {}
@@ -112,20 +115,21 @@ def wait_task(session: Session, task: Any, what: str, timeout: float = 3600) -> 
     raise OperationFailed(f"{what} did not finish within {timeout:g} s")
 
 
-def shut_down(session: Session, vm: Any, timeout: float, force: bool) -> str:
-    """Guest shutdown through VMware Tools; a hard power-off only if forced."""
+def shut_down(session: Session, vm: Any, timeout: float, hard_power_off: bool) -> str:
+    """Guest shutdown through VMware Tools; a hard power-off only if the user allows it."""
     tools = str(getattr(vm.guest, "toolsRunningStatus", "") or "")
     if tools == "guestToolsRunning":
         vm.ShutdownGuest()
         if _wait_powered_off(vm, timeout):
             return "shutdown"
-        if not force:
+        if not hard_power_off:
             raise OperationFailed(f"{vm.name!r} did not shut down within {timeout:g} s; "
-                                  "pass --force to power it off hard, or a longer "
+                                  "pass --hard-power-off to power it off hard, or a longer "
                                   "--shutdown-timeout")
-    elif not force:
+    elif not hard_power_off:
         raise OperationFailed(f"VMware Tools are not running in {vm.name!r}, so the guest "
-                              "cannot be shut down cleanly; --force powers it off hard")
+                              "cannot be shut down cleanly; --hard-power-off powers it off "
+                              "hard")
     wait_task(session, vm.PowerOffVM_Task(), f"powering off {vm.name!r}")
     return "power-off"
 
@@ -163,7 +167,7 @@ def datacenter_path(session: Session, vm: Any) -> str:
 
 
 def copy_files(session: Session, files: list[DatastoreFile], dc_path: str, dest: Path,
-               json_mode: bool, bandwidth: float | None) -> list[Fetched]:
+               json_mode: bool, bandwidth: int | None) -> list[Fetched]:
     dest.mkdir(parents=True, exist_ok=True)
     total = sum(f.size or 0 for f in files) or None
     throttle = Throttle(bandwidth)

@@ -135,7 +135,7 @@ def read_vm(session: Session, vm: Any) -> VirtualMachine:
 
 
 def localise_disks(model: VirtualMachine, directory: Path) -> None:
-    """Point the disks at DIR/<file>, where `vsphere download --dest DIR` put them
+    """Point the disks at DIR/<file>, where `vsphere download --disk-dir DIR` put them
     (the active descriptor; its parents and extents sit beside it)."""
     for disk in model.disks or []:
         if disk.source and disk.source.startswith("["):

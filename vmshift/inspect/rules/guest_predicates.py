@@ -7,6 +7,7 @@ from typing import Any
 from vmshift.inspect.result import Guest, Inspection
 from vmshift.inspect.rules.predicates import TWO_TIB, Reasons, _guests, rule
 from vmshift.model import VirtualMachine
+from vmshift.units import human
 
 
 def _label(g: Guest) -> str:
@@ -14,10 +15,6 @@ def _label(g: Guest) -> str:
     if g.product_name and any(c.isalpha() for c in g.product_name):
         return g.product_name
     return f"{g.distro or g.type} {g.version or ''} on {g.root}".replace("  ", " ")
-
-
-def _mib(n: int) -> str:
-    return f"{n / 2**20:.0f} MiB"
 
 
 @rule("guest.free_space")
@@ -32,8 +29,8 @@ def free_space(vm: VirtualMachine, insp: Inspection | None, p: dict, o: Any) -> 
     for fs in checked:
         need = mins.get(fs.mountpoint, mins["*"])
         if fs.free_bytes < need:  # type: ignore[operator]
-            out.append(f"{fs.mountpoint} ({fs.device}): {_mib(fs.free_bytes or 0)} free, "
-                       f"{_mib(need)} needed")
+            out.append(f"{fs.mountpoint} ({fs.device}): {human(fs.free_bytes or 0)} free, "
+                       f"{human(need)} needed")
     return out
 
 
@@ -113,6 +110,24 @@ def no_os(vm: VirtualMachine, insp: Inspection | None, p: dict, o: Any) -> Reaso
     if insp is None:
         return None
     return [] if insp.guests else ["no operating system found"]
+
+
+@rule("guest.unrecognised_disk")
+def unrecognised_disk(vm: VirtualMachine, insp: Inspection | None, p: dict,
+                      o: Any) -> Reasons:
+    if insp is None:
+        return None
+    known = {f.device for f in insp.filesystems if f.type != "unknown"}
+    known |= {e.device for e in insp.encrypted}
+    out, unknown = [], False
+    for d in insp.disks:
+        if d.partition_table or d.partitions or d.device in known or d.boot_signature:
+            continue
+        if d.boot_signature is None:
+            unknown = True  # its first sector could not be read
+            continue
+        out.append(f"{d.source}: no partition table, no filesystem, no boot sector")
+    return None if unknown and not out else out
 
 
 @rule("guest.fstab_device_names")

@@ -1,4 +1,5 @@
-"""A guest's serial console over libvirt (virDomain.openConsole), from any host.
+"""A guest's serial console over libvirt (virDomain.openConsole), from any host:
+convert vm reads the converted guest's report on it, the test bed its tiny guests.
 
 The console is a non-blocking libvirt stream on a connection of its own to
 whichever host runs the domain, so it works over qemu+tcp after a migration
@@ -17,42 +18,23 @@ import time
 
 import libvirt
 
+from vmshift import libvirtconn
 from vmshift.errors import OperationFailed
 
 _ids = itertools.count(1)
-_loop_lock = threading.Lock()
-_loop_started = False
 
 STREAM_EVENTS = (libvirt.VIR_STREAM_EVENT_READABLE | libvirt.VIR_STREAM_EVENT_ERROR
                  | libvirt.VIR_STREAM_EVENT_HANGUP)
-
-
-def ensure_event_loop() -> None:
-    """Register and run libvirt's default event loop once per process.
-
-    Only connections opened afterwards use it; Console opens its own.
-    """
-    global _loop_started
-    with _loop_lock:
-        if _loop_started:
-            return
-        libvirt.virEventRegisterDefaultImpl()
-
-        def run() -> None:
-            while True:
-                libvirt.virEventRunDefaultImpl()
-
-        threading.Thread(target=run, name="libvirt-events", daemon=True).start()
-        _loop_started = True
 
 
 class Console:
     """An open console stream; output is collected by event callbacks."""
 
     def __init__(self, uri: str, domain_name: str) -> None:
-        ensure_event_loop()
-        self._conn = libvirt.open(uri)
+        # Its stream callbacks run on the event loop connect() starts.
+        self._conn = libvirtconn.connect(uri)
         self._buf = ""
+        self.transcript: list[str] = []  # everything received, for a log on failure
         self._cond = threading.Condition()
         self._closed = False
         try:
@@ -77,7 +59,9 @@ class Console:
                 if not isinstance(data, bytes) or not data:
                     break
                 with self._cond:
-                    self._buf += data.decode("utf-8", "replace").replace("\r", "")
+                    text = data.decode("utf-8", "replace").replace("\r", "")
+                    self._buf += text
+                    self.transcript.append(text)
                     self._cond.notify_all()
         with self._cond:
             self._closed = True

@@ -1,0 +1,48 @@
+"""The human-readable end of `convert vm`: what changed, where it went, how long each
+stage took, and what the booted guest said."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _size(n: int | None) -> str:
+    from vmshift.convert.safety import human
+
+    return human(n or 0)
+
+
+def render(doc: dict[str, Any]) -> str:
+    out = [f"{doc['name']}: {doc['source_kind']} {doc['source']} -> {doc['output']}"
+           + (" (dry run: nothing was created)" if doc["dry_run"] else "")]
+    guest = doc.get("guest", {})
+    out.append(f"guest: {guest.get('distro')} {guest.get('version')} "
+               f"({guest.get('firmware')}), hostname {guest.get('hostname')}")
+    verb = "would" if doc["dry_run"] else "did"
+    out.append(f"guest changes ({verb}):")
+    for c in guest.get("changes", []):
+        target = " ".join(c["argv"]) if c.get("argv") else c["path"]
+        out.append(f"  {c['area']:<12} {c['action']:<7} {target}  ({c['why']})")
+    for note in guest.get("checked", []):
+        out.append(f"  checked: {note}")
+    for d in doc.get("disks", []):
+        state = "verified" if d["verified"] else "planned" if doc["dry_run"] else "NOT verified"
+        out.append(f"disk: {d['output']} [{doc['format']}, {_size(d['virtual_size'])} "
+                   f"virtual, {_size(d['bytes_written'])} written] {state}")
+    if doc["dry_run"]:
+        out.append(f"space needed: about {_size(doc.get('space_needed'))}")
+        out.append(doc.get("xml", ""))
+    boot = doc.get("boot")
+    if boot:
+        out.append(f"boot: login prompt after {boot['seconds_to_login']} s; failed units: "
+                   + (", ".join(boot["failed_units"]) or "none"))
+        for name, nic in boot["interfaces"].items():
+            if name != "lo":
+                out.append(f"  {name} {nic.get('mac')} {nic.get('state')} "
+                           + " ".join(nic["addresses"]))
+    out.append("stage              seconds")
+    for s in doc["stages"]:
+        out.append(f"{s['stage']:<18} {s['seconds']:>7.1f}")
+    out.append(f"{'total':<18} {doc['total_seconds']:>7.1f}   "
+               f"(appliance launches: {doc.get('appliance_launches')})")
+    return "\n".join(out)
