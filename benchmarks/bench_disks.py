@@ -40,6 +40,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from vmshift.convert.safety import fsync_file
+
 VMSHIFT = str(Path(sys.executable).parent / "vmshift")
 MiB, GiB = 1024**2, 1024**3
 RECIPE = "synthetic-v1: 4GiB, seed 11, 1.1GiB data, 4K-8M extents, 50% text"
@@ -121,14 +123,6 @@ def warm(path: Path) -> None:
             pass
 
 
-def fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def timed(commands: list[list[str]], out: Path, cold: bool) -> Times:
     """(exit, durable) seconds of commands run one after the other into ``out``."""
     out.unlink(missing_ok=True)
@@ -138,8 +132,8 @@ def timed(commands: list[list[str]], out: Path, cold: bool) -> Times:
     for argv in commands:
         subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     exited = time.monotonic() - start
-    fsync(out)
-    fsync(out.parent)
+    fsync_file(out)
+    fsync_file(out.parent)
     durable = time.monotonic() - start
     out.unlink()
     return exited, durable

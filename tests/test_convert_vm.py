@@ -27,17 +27,25 @@ PYTHON = [sys.executable, "-m", "vmshift"]
 
 
 def vmshift_json(*args: str, timeout: float = 1800) -> tuple[int, dict[str, Any], str]:
-    proc = subprocess.run([*PYTHON, *args, "--json"], capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    """Run vmshift with --json: exit code, its one document, stderr."""
+    return vmshift_json_pid(*args, timeout=timeout)[:3]  # type: ignore[return-value]
+
+
+def vmshift_json_pid(*args: str, timeout: float = 1800
+                     ) -> tuple[int, dict[str, Any], str, int]:
+    """The same, and its PID (its work directory is named after it)."""
+    proc = subprocess.Popen([*PYTHON, *args, "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    out, err = proc.communicate(timeout=timeout)
     try:  # exactly one document (indented: it spans lines)
-        doc = json.loads(proc.stdout)
+        doc = json.loads(out)
     except ValueError:
-        pytest.fail(f"expected one JSON document, got {proc.stdout!r} {proc.stderr[-2000:]}")
-    return proc.returncode, doc, proc.stderr
+        pytest.fail(f"expected one JSON document, got {out!r} {err[-2000:]}")
+    return proc.returncode, doc, err, proc.pid
 
 
-def leftovers(host: Any, name: str) -> list[str]:
-    """Domains, volumes and files a conversion named NAME could have left."""
+def leftovers(host: Any, name: str, pid: int | None = None) -> list[str]:
+    """Domains, volumes and files a conversion named NAME (run as PID) could have left."""
     conn = host.connect()
     try:
         found = [f"domain {d.name()}" for d in conn.listAllDomains() if d.name() == name]
@@ -47,7 +55,9 @@ def leftovers(host: Any, name: str) -> list[str]:
     finally:
         conn.close()
     work = Path(os.environ.get("VMSHIFT_CACHE", "/var/cache/vmshift")) / "work"
-    found += [f"work {p}" for p in work.glob("vmshift-convert-*")]
+    # Each run's work directory carries its PID (others may be converting meanwhile).
+    if pid is not None:
+        found += [f"work {p}" for p in work.glob(f"vmshift-convert-{pid}-*")]
     return found
 
 
@@ -77,8 +87,9 @@ def copy_progress(line: str) -> bool:
         task != "convert vm" and float(event.get("done") or 0) > 0
 
 
-def interrupt_during_copy(vmx: Path, host: Any, name: str) -> int:
-    """Start the conversion, send SIGINT once the disk engine reports copy progress."""
+def interrupt_during_copy(vmx: Path, host: Any, name: str,
+                          sig: signal.Signals) -> tuple[int, int]:
+    """Start the conversion, send SIG once the disk engine reports copy progress."""
     proc = subprocess.Popen([*PYTHON, "convert", "vm", "--vmx", str(vmx), "--output",
                              "libvirt", "--connect", host.uri, "--pool", host.private_pool,
                              "--name", name, "--network-map", NET_MAP, "--json"],
@@ -92,20 +103,20 @@ def interrupt_during_copy(vmx: Path, host: Any, name: str) -> int:
             assert time.monotonic() < deadline, "the copy never started"
         else:
             pytest.fail("the conversion ended before its copy started")
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
             proc.kill()
-    return proc.returncode
+    return proc.returncode, proc.pid
 
 
-def convert(guest: Any, host: Any, name: str) -> dict[str, Any]:
+def convert(guest: Any, host: Any, name: str, sig: signal.Signals) -> dict[str, Any]:
     disks = [guest.vmdk_sparse, guest.vmdk_stream]
     before = {str(p): sha256(p) for p in disks}
     remove(host, name)
-    interrupted_rc = interrupt_during_copy(guest.vmx, host, name)
-    after_interrupt = leftovers(host, name)
+    interrupted_rc, pid = interrupt_during_copy(guest.vmx, host, name, sig)
+    after_interrupt = leftovers(host, name, pid)
     rc, doc, err = vmshift_json("convert", "vm", "--vmx", str(guest.vmx), "--output",
                                 "libvirt", "--connect", host.uri, "--pool",
                                 host.private_pool, "--name", name, "--network-map", NET_MAP,
@@ -123,7 +134,7 @@ def convert(guest: Any, host: Any, name: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def base(vmware_guest, two_hosts) -> Any:  # type: ignore[no-untyped-def]
     host = two_hosts.hosts[0]
-    result = convert(vmware_guest, host, "v2v-base")
+    result = convert(vmware_guest, host, "v2v-base", signal.SIGINT)
     yield result
     remove(host, "v2v-base")
 
@@ -131,7 +142,7 @@ def base(vmware_guest, two_hosts) -> Any:  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="module")
 def novirtio(vmware_guest_novirtio, two_hosts) -> Any:  # type: ignore[no-untyped-def]
     host = two_hosts.hosts[0]
-    result = convert(vmware_guest_novirtio, host, "v2v-novirtio")
+    result = convert(vmware_guest_novirtio, host, "v2v-novirtio", signal.SIGTERM)
     yield result
     remove(host, "v2v-novirtio")
 
@@ -189,20 +200,24 @@ def test_guest_changes_reported(base: dict) -> None:
                                         "matched_by": "slot"}]
 
 
-def test_interrupted_copy_leaves_nothing_and_rerun_succeeds(base: dict) -> None:
-    assert base["interrupted_rc"] == 1
-    assert base["after_interrupt"] == []
-    _ok(base)  # the rerun, from the same state
+@pytest.mark.parametrize("variant", ["base", "novirtio"])  # SIGINT, SIGTERM
+def test_interrupted_copy_leaves_nothing_and_rerun_succeeds(
+        variant: str, request: pytest.FixtureRequest) -> None:
+    result = request.getfixturevalue(variant)
+    assert result["interrupted_rc"] == 1
+    assert result["after_interrupt"] == []
+    _ok(result)  # the rerun, from the same state
 
 
 def test_dry_run_creates_nothing(vmware_guest, two_hosts, tmp_path) -> None:  # type: ignore[no-untyped-def]
     host = two_hosts.hosts[0]
     out = tmp_path / "out"
-    rc, doc, err = vmshift_json("convert", "vm", "--vmx", str(vmware_guest.vmx), "--output",
-                                "local", "--output-dir", str(out), "--dry-run")
+    rc, doc, err, pid = vmshift_json_pid("convert", "vm", "--vmx", str(vmware_guest.vmx),
+                                     "--output", "local", "--output-dir", str(out),
+                                     "--dry-run")
     assert rc == 0, err
     assert not out.exists()
-    assert leftovers(host, "vmshift-ref-debian12") == []
+    assert leftovers(host, "vmshift-ref-debian12", pid) == []  # its overlays went too
     assert "<domain" in doc["xml"] and doc["space_needed"] > 0
     assert {c["path"] for c in doc["guest"]["changes"]} >= {"/etc/fstab"}
     assert doc["dry_run"] is True

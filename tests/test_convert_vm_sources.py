@@ -198,6 +198,11 @@ def test_disk_dir_keeps_the_download_when_the_conversion_fails(vcenter, vcenter_
     assert not list(out.glob("*")) and work_left(cache) == []
 
 
+# The bed's start, the upload, the download and a TCG boot on a shared 2-core
+# machine: more than the default 900 s can pass before the first test runs.
+VSPHERE_TIMEOUT = 1800
+
+
 @pytest.fixture(scope="module")
 def vsphere_run(vcenter, vmware_guest, two_hosts, tmp_path_factory) -> Any:  # type: ignore[no-untyped-def]
     host = two_hosts.hosts[0]
@@ -214,7 +219,7 @@ def vsphere_run(vcenter, vmware_guest, two_hosts, tmp_path_factory) -> Any:  # t
             {"VMSHIFT_VSPHERE_PASSWORD": vcenter.password, "VMSHIFT_CACHE": str(cache)},
             *vsphere_args(vcenter, vm), "--output", "libvirt", "--connect", host.uri,
             "--pool", host.private_pool, "--name", name, "--network-map", NET_MAP,
-            "--verify-boot", "--boot-timeout", "900")
+            "--verify-boot", "--boot-timeout", "600")
         conn = host.connect()
         try:
             xml = conn.lookupByName(name).XMLDesc(0) if rc == 0 else ""
@@ -227,6 +232,7 @@ def vsphere_run(vcenter, vmware_guest, two_hosts, tmp_path_factory) -> Any:  # t
         vcsim.delete_vm(vcenter, vm)
 
 
+@pytest.mark.timeout(VSPHERE_TIMEOUT)
 def test_vsphere_guest_boots_with_its_network(vsphere_run: dict, vmware_guest) -> None:  # type: ignore[no-untyped-def]
     doc = _ok(vsphere_run)
     boot = doc["boot"]
@@ -243,6 +249,7 @@ def test_vsphere_guest_boots_with_its_network(vsphere_run: dict, vmware_guest) -
     assert boot["vmware_tools"] is False
 
 
+@pytest.mark.timeout(VSPHERE_TIMEOUT)
 def test_vsphere_identity_stages_and_source(vsphere_run: dict) -> None:
     doc = _ok(vsphere_run)
     assert doc["source_kind"] == "vsphere" and doc["source_disk_dir"] is None

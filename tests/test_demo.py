@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,14 +43,14 @@ def test_make_demo_converts_boots_and_cleans_up(vmware_guest: ReferenceGuest) ->
                 "--start", "--verify-boot"):
         assert arg in command.group(1)
     # What the booted guest said of itself: its pinned NIC, MAC and static address.
-    assert re.search(rf"^\s+ens192 {vmware_guest.mac} UP .*\b{vmware_guest.ipv4}\b", out,
-                     re.M), out
+    nic = re.search(rf"^\s+ens192 {vmware_guest.mac} UP (.*)$", out, re.M)
+    assert nic and vmware_guest.ipv4 in nic.group(1).split(), out
     assert re.search(r"^boot: login prompt after [\d.]+ s; failed units: none$", out, re.M)
-    stages = re.findall(r"^(\S+)\s+(\d+\.\d)$", out[out.index("stage              seconds"):],
-                        re.M)
-    assert [s for s, _ in stages] == ["preflight", "overlay", "inspect+convert", "copy",
-                                      "define", "boot"], out
-    assert re.search(r"^total\s+[\d.]+\s+\(appliance launches: 1\)$", out, re.M)
+    table = re.search(r"^stage +seconds\n(.*?)^total +[\d.]+ +\(appliance launches: 1\)$",
+                      out, re.M | re.S)
+    assert table, out
+    stages = re.findall(r"^(\S+) +\d+\.\d$", table.group(1), re.M)
+    assert {"inspect+convert", "copy", "define", "boot"} <= set(stages), table.group(0)
     # Cleanup: the domain and its volume went with virsh, and a bed the demo
     # started is down again.
     assert re.search(rf"^Domain '{vmware_guest.name}' has been undefined$", out, re.M), out
@@ -57,3 +58,17 @@ def test_make_demo_converts_boots_and_cleans_up(vmware_guest: ReferenceGuest) ->
     assert (f"$ vmshift testbed down --name {DEMO_BED}" in out) == (not was_up)
     assert (load_bed(DEMO_BED) is not None) == was_up
     assert out.rstrip().endswith("demo: done")
+
+
+def test_demo_failure_is_one_line(vmware_guest: ReferenceGuest) -> None:
+    """A real failure (a bed name the test bed refuses): exit 1, no traceback."""
+    proc = subprocess.run([sys.executable, "-m", "vmshift.demo"], capture_output=True,
+                          text=True, env={**os.environ, "VMSHIFT_DEMO_BED": "Not_A_Bed"},
+                          timeout=300, check=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    # The command's own one-line error, then the demo's: which step failed.
+    assert proc.stderr.splitlines() == [
+        "vmshift: error: --name: 'Not_A_Bed' is not a valid bed name (lowercase letters, "
+        "digits and '-', starting with a letter, <= 20 chars)",
+        "demo: error: `vmshift testbed status` exited 2"]
+    assert "$ vmshift convert vm" not in proc.stdout

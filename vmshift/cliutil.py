@@ -44,38 +44,27 @@ def virt_type_option(f: Callable[..., Any]) -> Callable[..., Any]:
     )(f)
 
 
-class Bandwidth(click.ParamType):
-    """--bandwidth: 100M, 1G, 512K (per second; a bare number is MiB/s) -> bytes/s."""
+class UnitValue(click.ParamType):
+    """A value with units, parsed by one of vmshift.units' parsers (exit 2 naming the
+    option when it does not parse)."""
 
-    name = "bandwidth"
-
-    def convert(self, value: Any, param: click.Parameter | None,
-                ctx: click.Context | None) -> int:
-        if isinstance(value, int):
-            return value
-        try:
-            return units.parse_bandwidth(str(value))
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-class Size(click.ParamType):
-    """A size such as 64k, 2M or 1.5G (powers of 1024; a bare number is bytes) -> bytes."""
-
-    name = "size"
+    def __init__(self, name: str, parse: Callable[[str], int]) -> None:
+        self.name, self._parse = name, parse
 
     def convert(self, value: Any, param: click.Parameter | None,
                 ctx: click.Context | None) -> int:
         if isinstance(value, int):
             return value
         try:
-            return units.parse_size(str(value))
+            return self._parse(str(value))
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
 
 
-BANDWIDTH = Bandwidth()
-SIZE = Size()
+# --bandwidth: 100M, 1G, 512K per second (a bare number is MiB/s) -> bytes/s.
+BANDWIDTH = UnitValue("bandwidth", units.parse_bandwidth)
+# A size such as 64k, 2M or 1.5G (powers of 1024; a bare number is bytes) -> bytes.
+SIZE = UnitValue("size", units.parse_size)
 
 
 def bandwidth_option(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

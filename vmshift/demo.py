@@ -25,7 +25,7 @@ NETWORK_MAP = "VM Network=vmshift-net"
 
 
 class DemoFailed(Exception):
-    """One line saying which step failed; the command's own error is above it."""
+    """Which step failed, in one line; the command printed its own error line above."""
 
 
 def say(title: str) -> None:
@@ -58,14 +58,9 @@ def vmshift_json(*args: str) -> dict[str, Any]:
         proc.wait()
         out.seek(0)
         text = out.read()
-    try:
-        doc = json.loads(text)
-    except ValueError:
-        doc = {}
-    if proc.returncode != 0:
-        message = doc.get("error", {}).get("message") or f"exited {proc.returncode}"
-        raise DemoFailed(f"`vmshift {' '.join(args[:2])}`: {message}")
-    return doc
+    if proc.returncode != 0:  # its own error line went to stderr above
+        raise DemoFailed(f"`vmshift {' '.join(args[:2])}` exited {proc.returncode}")
+    return json.loads(text)
 
 
 def _render_event(line: str, start: float, last: str | None) -> str | None:

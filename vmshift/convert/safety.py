@@ -52,7 +52,7 @@ def temp_name(final: Path) -> Path:
 
 def commit(temp: Path, final: Path, *, force: bool) -> None:
     """Move a finished temp file into place; never clobber unless --force."""
-    _fsync(temp)
+    fsync_file(temp)
     if force:
         os.replace(temp, final)
     else:
@@ -119,7 +119,8 @@ def _writeback_loop(path: Path, stop: threading.Event, interval: float) -> None:
             os.close(fd)
 
 
-def _fsync(path: Path) -> None:
+def fsync_file(path: Path) -> None:
+    """Flush one file's data to disk (before a rename makes it visible)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -129,7 +130,7 @@ def _fsync(path: Path) -> None:
 
 def _fsync_dir(directory: Path) -> None:
     with contextlib.suppress(OSError):
-        _fsync(directory)
+        fsync_file(directory)
 
 
 class Undo:

@@ -20,7 +20,9 @@ from vmshift.errors import OperationFailed
 
 # getty's prompt; kernel messages may follow it on the same line
 LOGIN = r"\blogin: "
-REPORT_END = r"(?s)(?P<text>.*?)vmshift-report: end"
+# A plain pattern: a lazy (?s).*? prefix made each search quadratic in the console's
+# 60 KB, held the GIL for minutes and starved libvirt's event loop (keepalive lost).
+REPORT_END = r"vmshift-report: end"
 
 
 @dataclass
@@ -167,10 +169,11 @@ def _save_transcript(name: str, text: str) -> Path:
 
 def _watch(watch: ConsoleWatch, expected: dict[str, str], start: float,
            timeout: float) -> BootReport:
-    text = watch.wait_for(REPORT_END, timeout)["text"]
+    watch.wait_for(REPORT_END, timeout)
+    text = watch.transcript()
     report = parse_report(text)
     report.seconds_to_report = round(time.monotonic() - start, 1)
-    if re.search(LOGIN, watch.transcript(), flags=re.M):
+    if re.search(LOGIN, text):
         report.seconds_to_login = report.seconds_to_report
     else:
         left = max(timeout - (time.monotonic() - start), 5.0)

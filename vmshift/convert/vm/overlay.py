@@ -8,6 +8,7 @@ disk. The overlays live in a work directory that is removed whatever happens.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -16,10 +17,31 @@ from pathlib import Path
 from vmshift.errors import OperationFailed
 from vmshift.inspect.probe import ImageProbe, probe_image
 
+PREFIX = "vmshift-convert-"
+
 
 def work_dir(base: Path) -> Path:
+    """A fresh work directory named after this process; those of dead runs go first.
+
+    A run killed outright (SIGKILL, a power cut) cannot clean up after itself: the
+    next run removes its overlays, which nothing else would ever read again.
+    """
     base.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix="vmshift-convert-", dir=base))
+    for old in base.glob(f"{PREFIX}*-*"):
+        pid = old.name.removeprefix(PREFIX).split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            remove(old)
+    return Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=base))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def make_overlays(files: list[Path], work: Path, name: str) -> list[ImageProbe]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vmshift.convert import safety
 from vmshift.convert.vm import bootcheck, output, overlay
 from vmshift.convert.vm.copy import CopiedDisk, copy_out
 from vmshift.convert.vm.guest import inspect_and_convert
@@ -90,8 +91,11 @@ def run(req: Request, step: Callable[[str], None]) -> Result:
     undo = Undo()
     work = overlay.work_dir(_cache_base())
     try:
-        _run(req, result, undo, work, step)
+        # SIGTERM as well as Ctrl-C becomes an exception, so the undo below runs.
+        with safety.signals_raise():
+            _run(req, result, undo, work, step)
     except BaseException:
+        safety.ignore_signals()  # a second signal must not cut the cleanup short
         leftovers = undo.run()
         if leftovers:
             raise OperationFailed("conversion failed and some of its output could not be "

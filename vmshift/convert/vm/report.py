@@ -5,11 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-
-def _size(n: int | None) -> str:
-    from vmshift.convert.safety import human
-
-    return human(n or 0)
+from vmshift.units import human as _size
 
 
 def render(doc: dict[str, Any]) -> str:
