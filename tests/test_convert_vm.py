@@ -227,6 +227,7 @@ def test_dry_run_creates_nothing(vmware_guest, two_hosts, tmp_path) -> None:  # 
     ([], "exactly one source"),
     (["--vmx", "x.vmx", "--disk", "y.img"], "exactly one source"),
     (["--vmx", "x.vmx", "--output", "local"], "--output-dir"),
+    (["--vmx", "x.vmx", "--memory", "4096"], "--memory: only with --disk"),
 ])
 def test_bad_usage_is_one_line(args: list[str], message: str, tmp_path: Path) -> None:
     argv = [*PYTHON, "convert", "vm", *args]

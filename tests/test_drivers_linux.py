@@ -34,7 +34,7 @@ def appliance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
     tmp = tmp_path_factory.mktemp("drivers")
     g = new_guestfs()
-    for name in ("sda.img", "sdb.img"):
+    for name in ("sda.img", "sdb.img", "sdc.img"):
         g.disk_create(str(tmp / name), "raw", 64 * 1024 * 1024)
         g.add_drive_opts(str(tmp / name), format="raw", readonly=0)
     g.launch()
@@ -45,6 +45,10 @@ def appliance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     g.mkswap("/dev/sda2")
     g.part_disk("/dev/sdb", "mbr")
     g.mkfs("ext4", "/dev/sdb1")
+    g.pvcreate("/dev/sdc")  # root on LVM, as many installers lay it out
+    g.vgcreate("vg0", ["/dev/sdc"])
+    g.lvcreate("root", "vg0", 32)
+    g.mkfs("ext4", "/dev/vg0/root")
     g.mount("/dev/sda1", "/")
     yield g
     g.shutdown()
@@ -136,6 +140,15 @@ def test_stable_names_are_left_alone(g: Any, line: str) -> None:
     assert "/etc/fstab" not in {e.path for e in p.edits}
     apply_files(g, p)
     assert cat(g, "/etc/fstab") == line
+
+
+def test_root_on_lvm_with_separate_boot(g: Any) -> None:
+    g.write("/etc/fstab", b"/dev/mapper/vg0-root / ext4 defaults 0 1\n"
+                          b"/dev/sda1 /boot ext4 defaults 0 2\n")
+    mounts = {"/": "/dev/vg0/root", "/boot": "/dev/sda1"}
+    apply_files(g, plan(g, mountpoints=mounts))
+    assert cat(g, "/etc/fstab") == ("/dev/mapper/vg0-root / ext4 defaults 0 1\n"
+                                    f"UUID={g.vfs_uuid('/dev/sda1')} /boot ext4 defaults 0 2\n")
 
 
 def test_grub_default_root_device_rewritten_and_regenerated(g: Any) -> None:

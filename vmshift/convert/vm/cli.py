@@ -97,6 +97,11 @@ def _request(kw: dict[str, Any], stack: ExitStack) -> Any:
         also = f" (got {', '.join(given)})" if given else ""
         raise BadInput(f"convert vm: give exactly one source: {SOURCES}{also}")
     vsphere_args_given((), kw)  # --url, --vm... without --vsphere: usage error
+    shape = [f for f, key in (("--memory", "memory"), ("--vcpus", "vcpus"), ("--mac", "macs"))
+             if kw[key]]
+    if shape and not kw["disks"]:
+        # the other sources define the VM's shape themselves; silently ignoring would lie
+        raise BadInput(f"{', '.join(shape)}: only with --disk (the source defines it)")
     local = kw["output_kind"] == "local"
     if local and (kw["output_dir"] is None or kw["uri"] or kw["pool"]):
         raise BadInput("--output local: give --output-dir DIR (and no --connect/--pool)")

@@ -14,6 +14,9 @@ def render(doc: dict[str, Any]) -> str:
     guest = doc.get("guest", {})
     out.append(f"guest: {guest.get('distro')} {guest.get('version')} "
                f"({guest.get('firmware')}), hostname {guest.get('hostname')}")
+    for f in doc.get("findings", []):
+        f = f if isinstance(f, dict) else vars(f)
+        out.append(f"finding: [{f['category']}] {f['rule_id']}: {f['message']}")
     verb = "would" if doc["dry_run"] else "did"
     out.append(f"guest changes ({verb}):")
     for c in guest.get("changes", []):
