@@ -72,7 +72,8 @@ def v2v_stages(stdout: str, wall: float) -> Stages:
 def _short(text: str) -> str:
     if text.startswith("Converting "):
         return "Converting (guest changes)"
-    return text.split(":")[0]
+    name = text.split(":")[0]
+    return name if len(name) <= 44 else name[:43] + "~"
 
 
 def v2v(guest: ReferenceGuest, out: Path) -> tuple[float, Stages]:
@@ -91,7 +92,7 @@ def vmshift(guest: ReferenceGuest, out: Path) -> tuple[float, Stages, dict[str, 
 def show(title: str, wall: float, stages: Stages) -> None:
     print(f"  {title}: {wall:.1f} s")
     for name, seconds in stages:
-        print(f"    {name:<46} {seconds:7.1f}")
+        print(f"    {name:<44} {seconds:7.1f}")
 
 
 def compare(variant: str, cold: bool, work: Path) -> float:
