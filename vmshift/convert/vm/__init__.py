@@ -2,7 +2,8 @@
 
 One module per stage, the neutral model flowing through:
 
-    source.py    read the source (VMX, bare disks) into the model
+    source.py    read the source (VMX, OVA/OVF, bare disks) into the model
+    vsphere.py   a vCenter/ESXi VM: read and checked first, its disks downloaded later
     overlay.py   copy-on-write overlays over the read-only source disks
     guest.py     one appliance launch: inspect, rules, guest changes (vmshift/drivers)
     copy.py      the disk engine copies the overlays out (verified, concurrently)
