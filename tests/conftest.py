@@ -58,3 +58,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):  # type
         report.outcome = "failed"
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.longrepr = f"skipped under CI=true (a missing prerequisite is a failure): {reason}"
+
+
+@pytest.fixture
+def loop_device(tmp_path: Path) -> str:
+    """A real block device: a loop device over a small raw file (root only)."""
+    backing = tmp_path / "lun.raw"
+    backing.write_bytes(bytes(range(256)) * (4 << 12))  # 4 MiB of binary, as a LUN holds
+    dev = subprocess.run(["losetup", "--find", "--show", "--read-only", str(backing)],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    yield dev
+    subprocess.run(["losetup", "-d", dev], check=True)

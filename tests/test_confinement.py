@@ -137,17 +137,6 @@ def test_allow_device_lets_exactly_that_device_through(tmp_path: Path,
                         "device; pass --allow-device /dev/zero")
 
 
-@pytest.fixture
-def loop_device(tmp_path: Path) -> str:
-    """A real block device: a loop device over a small raw file (root only)."""
-    backing = tmp_path / "lun.raw"
-    backing.write_bytes(b"\x5a" * (4 << 20))
-    dev = subprocess.run(["losetup", "--find", "--show", "--read-only", str(backing)],
-                         capture_output=True, text=True, check=True).stdout.strip()
-    yield dev
-    subprocess.run(["losetup", "-d", dev], check=True)
-
-
 def test_allow_device_on_convert_disk(loop_device: str, tmp_path: Path,
                                       capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out" / "lun.qcow2"

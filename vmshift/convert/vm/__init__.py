@@ -7,7 +7,7 @@ One module per stage, the neutral model flowing through:
     overlay.py   copy-on-write overlays over the read-only source disks
     guest.py     one appliance launch: inspect, rules, guest changes (vmshift/drivers)
     copy.py      the disk engine copies the overlays out (verified, concurrently)
-    output.py    domain XML from the model plus the inspection; local files or libvirt
+    output.py    the model pointed at the converted disks; NAME.xml, or the domain defined
     bootcheck.py start, and read what the guest says of itself on its console
     pipeline.py  the stages in order, timed, undone on failure
 """

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from vmshift.convert.vm.copy import CopiedDisk
-from vmshift.convert.writer import DomainXml, build_domain_xml
+from vmshift.convert.vm.source import converted_disks
 from vmshift.errors import BadInput
 from vmshift.model import VirtualMachine
 
@@ -22,18 +22,12 @@ def target_model(vm: VirtualMachine, copied: list[CopiedDisk], out_format: str,
                  name: str) -> VirtualMachine:
     out = copy.deepcopy(vm)
     out.name = name
-    converted = [d for d in out.disks or [] if d.source and not d.rdm and not d.passthrough]
+    converted = converted_disks(out, name)
     for disk, new in zip(converted, copied, strict=True):
         disk.source, disk.format, disk.datastore = new.path, out_format, None
         disk.snapshot_chain = None
     out.disks = converted
     return out
-
-
-def domain_xml(vm: VirtualMachine, inspection: Any, *, virt_type: str, network_map: Any,
-               default_network: str) -> DomainXml:
-    return build_domain_xml(vm, virt_type=virt_type, network_map=network_map,
-                            default_network=default_network, inspection=inspection)
 
 
 def check_local(output_dir: Path, name: str, force: bool) -> Path:

@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from vmshift.confine import Policy
 from vmshift.errors import OperationFailed
 from vmshift.inspect.probe import ImageProbe, probe_image
 
@@ -44,10 +45,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def make_overlays(files: list[Path], work: Path, name: str) -> list[ImageProbe]:
+def make_overlays(files: list[Path], work: Path, name: str,
+                  policy: Policy | None = None) -> list[ImageProbe]:
+    """POLICY: the devices --allow-device lets a source be (probed as the source was)."""
     overlays = []
     for index, src in enumerate(files, start=1):
-        probe = probe_image(str(src))  # bad input (not an image, broken VMDK) stops here
+        # bad input (not an image, broken VMDK, a device not allowed) stops here
+        probe = probe_image(str(src), policy)
         overlay = work / f"{name}-disk{index}.qcow2"
         proc = subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", probe.format,
                                "-b", str(src.resolve()), str(overlay)],

@@ -15,13 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vmshift.confine import Policy
 from vmshift.convert import safety
 from vmshift.convert.vm import bootcheck, output, overlay
 from vmshift.convert.vm.copy import CopiedDisk, copy_out
 from vmshift.convert.vm.guest import inspect_and_convert
 from vmshift.convert.vm.source import Source
+from vmshift.convert.writer import DomainXml, build_domain_xml
 from vmshift.drivers.linux import LinuxOptions
 from vmshift.errors import OperationFailed
+from vmshift.model import VirtualMachine
 
 
 @dataclass
@@ -125,17 +128,18 @@ def _run(req: Request, result: Result, undo: Undo, work: Path,
         with result.stage(src.fetch_stage):
             src.disk_files = src.fetch(work)
     with result.stage("overlay"):
-        overlays = overlay.make_overlays(src.disk_files, work, req.name)
+        overlays = overlay.make_overlays(src.disk_files, work, req.name,
+                                         Policy.of(devices=req.allow_devices))
 
-    def disk_bus(inspection: Any) -> str:
-        return output.domain_xml(src.vm, inspection, virt_type=req.virt_type,
-                                 network_map=req.network_map,
-                                 default_network=req.default_network).disk_bus
+    def domain(vm: VirtualMachine, inspection: Any) -> DomainXml:
+        # The chooser sees the inspection: the guest's drivers decide the disk bus.
+        return build_domain_xml(vm, virt_type=req.virt_type, network_map=req.network_map,
+                                default_network=req.default_network, inspection=inspection)
 
     with result.stage("inspect+convert"):
         opts = LinuxOptions(keep_vmware_tools=req.keep_vmware_tools)
-        gs = inspect_and_convert(overlays, src.vm, disk_bus, opts, dry_run=req.dry_run,
-                                 where=src.ref, step=step)
+        gs = inspect_and_convert(overlays, src.vm, lambda ins: domain(src.vm, ins).disk_bus,
+                                 opts, dry_run=req.dry_run, where=src.ref, step=step)
     doc["appliance_launches"] = gs.appliance_launches
     doc["findings"] = [f for f in gs.findings if f.outcome == "fired"]
     doc["guest"] = _guest_summary(gs)
@@ -156,9 +160,7 @@ def _run(req: Request, result: Result, undo: Undo, work: Path,
     doc["space_needed"] = needed
     with result.stage("define"):
         target = output.target_model(src.vm, copied, req.out_format, req.name)
-        dom = output.domain_xml(target, gs.inspection, virt_type=req.virt_type,
-                                network_map=req.network_map,
-                                default_network=req.default_network)
+        dom = domain(target, gs.inspection)
         doc.update(virt_type=dom.virt_type, machine=dom.machine, disk_bus=dom.disk_bus,
                    notes=dom.notes)
         if req.dry_run:

@@ -13,7 +13,6 @@ preflight passed, to put them into its work directory (removed with it).
 from __future__ import annotations
 
 import os
-import stat
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,19 +38,15 @@ class Source:
     kept_dir: Path | None = None  # where fetched disks stay after the run (--disk-dir)
 
 
-def _local_file(path: str, where: str, allow_devices: tuple[str, ...]) -> Path:
+def _disk_file(path: str, where: str, allow_devices: tuple[str, ...]) -> Path:
+    """The file a converted disk is read from: confine.check's rule (it exists, and is a
+    regular file or a device --allow-device names). Where it may lie was the reader's
+    check (a definition's directory or a mapped one); here its own directory."""
+    from vmshift import confine
+
     p = Path(path)
-    try:
-        mode = os.stat(p).st_mode
-    except FileNotFoundError:
-        raise BadInput(f"{where}: disk {path} does not exist") from None
-    if stat.S_ISBLK(mode) or stat.S_ISCHR(mode):
-        if str(p) not in allow_devices:
-            raise BadInput(f"{where}: {path} is a device; pass --allow-device {path} to "
-                           "convert it")
-        return p
-    if not stat.S_ISREG(mode):
-        raise BadInput(f"{where}: disk {path} is not a regular file")
+    confine.check(p, [p.parent], confine.Where(where),
+                  confine.Policy.of(devices=allow_devices))
     return p
 
 
@@ -63,8 +58,8 @@ def from_vmx(vmx: Path, storage_map: object | None,
 
     vm = read_vmx(vmx, Policy.of(storage_map=storage_map,  # type: ignore[arg-type]
                                  devices=allow_devices), must_exist=True)
-    files = [_local_file(_resolve(d.source or "", storage_map),
-                         f"{vmx}: {d.label or 'disk'}", allow_devices)
+    files = [_disk_file(_mapped(d.source or "", storage_map, f"{vmx}: {d.label or 'disk'}"),
+                        f"{vmx}: {d.label or 'disk'}", allow_devices)
              for d in converted_disks(vm, str(vmx))]
     return Source(vm, files, "vmx", str(vmx))
 
@@ -81,23 +76,27 @@ def converted_disks(vm: VirtualMachine, where: str) -> list[Disk]:
 def local_files(vm: VirtualMachine, where: str,
                 allow_devices: tuple[str, ...] = ()) -> list[Path]:
     """Each converted disk's file, which must be here now."""
-    return [_local_file(d.source or "", f"{where}: {d.label or 'disk'}", allow_devices)
+    return [_disk_file(d.source or "", f"{where}: {d.label or 'disk'}", allow_devices)
             for d in converted_disks(vm, where)]
 
 
-def _resolve(source: str, storage_map: object | None) -> str:
-    """A datastore path through the storage map; a local path as it is."""
-    if not source.startswith("[") or storage_map is None:
+def _mapped(source: str, storage_map: object | None, where: str) -> str:
+    """Where the storage map sends SOURCE (a [datastore] path or a path prefix), as the
+    reader resolved it when it confined the disk; unmapped, the path as written."""
+    if storage_map is None:
         return source
     target = storage_map.resolve(source)  # type: ignore[attr-defined]
-    return str(getattr(target, "path", target))
+    if target.kind == "volume":
+        raise BadInput(f"{where}: {source} maps to volume {target.volume} of pool "
+                       f"{target.pool}; convert vm reads disk files: map it to a directory")
+    return str(target.path or source)
 
 
 def from_disks(paths: list[str], *, name: str | None, memory_mib: int | None,
                vcpus: int | None, macs: tuple[str, ...],
                allow_devices: tuple[str, ...] = ()) -> Source:
     """Bare disks: the VM's shape comes from inspection and the options."""
-    files = [_local_file(p, "--disk", allow_devices) for p in paths]
+    files = [_disk_file(p, "--disk", allow_devices) for p in paths]
     vm = VirtualMachine(name=name or files[0].name.split(".")[0], source_kind="disk",
                         source_ref=str(files[0]))
     vm.memory_mib = memory_mib or DEFAULT_MEMORY_MIB
