@@ -61,6 +61,17 @@ def leftovers(host: Any, name: str, pid: int | None = None) -> list[str]:
     return found
 
 
+def defined_xml(host: Any, name: str, rc: int) -> str:
+    """The domain a successful conversion defined, as libvirt has it ("" after a failure)."""
+    if rc != 0:
+        return ""
+    conn = host.connect()
+    try:
+        return str(conn.lookupByName(name).XMLDesc(0))
+    finally:
+        conn.close()
+
+
 def remove(host: Any, name: str) -> None:
     conn = host.connect()
     try:
@@ -121,12 +132,8 @@ def convert(guest: Any, host: Any, name: str, sig: signal.Signals) -> dict[str, 
                                 "libvirt", "--connect", host.uri, "--pool",
                                 host.private_pool, "--name", name, "--network-map", NET_MAP,
                                 "--verify-boot", "--boot-timeout", "900")
-    conn = host.connect()
-    try:
-        xml = conn.lookupByName(name).XMLDesc(0) if rc == 0 else ""
-    finally:
-        conn.close()
-    return {"rc": rc, "doc": doc, "stderr": err, "xml": xml, "interrupted_rc": interrupted_rc,
+    return {"rc": rc, "doc": doc, "stderr": err, "xml": defined_xml(host, name, rc),
+            "interrupted_rc": interrupted_rc,
             "after_interrupt": after_interrupt, "before": before,
             "after": {str(p): sha256(p) for p in disks}}
 

@@ -25,7 +25,7 @@ from lxml import etree
 
 from tests.inspect_images import sha256
 from tests.ovabuild import build_ova, tamper_manifest
-from tests.test_convert_vm import NET_MAP, PYTHON, _ok, remove, vmshift_json
+from tests.test_convert_vm import NET_MAP, PYTHON, _ok, defined_xml, remove, vmshift_json
 from vmshift.testbed import vcsim
 
 SIM_MAC = "00:50:56:3f:00:01"  # the NIC vcsim.create_vm gives the simulator's VM
@@ -220,12 +220,8 @@ def vsphere_run(vcenter, vmware_guest, two_hosts, tmp_path_factory) -> Any:  # t
             *vsphere_args(vcenter, vm), "--output", "libvirt", "--connect", host.uri,
             "--pool", host.private_pool, "--name", name, "--network-map", NET_MAP,
             "--verify-boot", "--boot-timeout", "600")
-        conn = host.connect()
-        try:
-            xml = conn.lookupByName(name).XMLDesc(0) if rc == 0 else ""
-        finally:
-            conn.close()
-        yield {"rc": rc, "doc": doc, "stderr": err, "xml": xml, "uuid": uuid,
+        yield {"rc": rc, "doc": doc, "stderr": err, "xml": defined_xml(host, name, rc),
+               "uuid": uuid,
                "before": before, "after": sha256(extent), "cache": cache}
     finally:
         remove(host, name)

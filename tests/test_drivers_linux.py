@@ -151,6 +151,16 @@ def test_root_on_lvm_with_separate_boot(g: Any) -> None:
                                     f"UUID={g.vfs_uuid('/dev/sda1')} /boot ext4 defaults 0 2\n")
 
 
+def test_resume_device_by_uuid(g: Any) -> None:
+    g.mkdir_p("/etc/initramfs-tools/conf.d")
+    g.write("/etc/initramfs-tools/conf.d/resume", b"RESUME=/dev/sda2\n")
+    p = plan(g)
+    edit = next(e for e in p.edits if e.path == "/etc/initramfs-tools/conf.d/resume")
+    swap = g.vfs_uuid("/dev/sda2")
+    assert edit.content == f"RESUME=UUID={swap}\n".encode()
+    assert edit.why == f"RESUME=/dev/sda2 -> UUID={swap}"
+
+
 def test_grub_default_root_device_rewritten_and_regenerated(g: Any) -> None:
     g.write("/etc/fstab", b"/dev/sda1 / ext4 defaults 0 1\n")
     g.write("/etc/default/grub", b'GRUB_CMDLINE_LINUX="root=/dev/sda1 console=ttyS0"\n'
@@ -288,8 +298,20 @@ def test_caches_removed_and_selinux_relabelled(g: Any) -> None:
 
 
 def test_firstboot_service_enabled(g: Any) -> None:
-    apply_files(g, plan(g))
+    result = plan_linux(GuestfsFiles(g), guest_of(g), filesystems(g), NICS,
+                        LinuxOptions(install_agent=False))
+    assert result.firstboot == ["report interfaces, addresses and failed units on the console"]
+    apply_files(g, result.plan)
     wants = "/etc/systemd/system/multi-user.target.wants/vmshift-firstboot.service"
     assert g.readlink(wants) == "/etc/systemd/system/vmshift-firstboot.service"
     script = cat(g, "/usr/local/lib/vmshift/firstboot.sh")
     assert "vmshift-report: $*" in script and "@EARLY@" not in script and "@LATE@" not in script
+
+
+def test_no_systemd_no_firstboot_promised(g: Any) -> None:
+    g.rm_rf("/etc/systemd")
+    result = plan_linux(GuestfsFiles(g), guest_of(g), filesystems(g), NICS, LinuxOptions())
+    assert result.firstboot == []
+    assert not [e for e in result.plan.edits if e.area == "firstboot"]
+    assert any(n.startswith("no systemd in the guest: no first-boot service; not done: "
+                            "install qemu-guest-agent") for n in result.plan.notes)

@@ -82,23 +82,24 @@ def judge(report: BootReport, expected: dict[str, str]) -> None:
 
 
 class ConsoleWatch:
-    """The domain's serial console, re-attached if it falls silent while the guest runs.
+    """The domain's serial console, attached again if it falls silent while the guest runs.
 
-    A libvirt console stream has been seen to stop delivering (once in several
-    boots on a loaded 2-core host) while the guest went on printing; the report
-    comes last, so attaching again still catches it.
+    A console stream ends with its connection (a keepalive lost on a loaded host);
+    the report is printed last, so a console attached again still catches it.
     """
 
     SILENT_S = 90.0
     SLICE_S = 15.0
 
     def __init__(self, uri: str, name: str, dom: Any) -> None:
-        from vmshift.console import Console
-
-        self.uri, self.name, self.dom, self._console_class = uri, name, dom, Console
-        self.console = Console(uri, name)
+        self.uri, self.name, self.dom = uri, name, dom
+        self.console = self._open()
         self.earlier: list[str] = []  # transcripts of consoles already closed
-        self.reattached = 0
+
+    def _open(self) -> Any:
+        from vmshift.console import Console  # libvirt: only when a domain is started
+
+        return Console(self.uri, self.name)
 
     def transcript(self) -> str:
         return "".join(self.earlier) + "".join(self.console.transcript)
@@ -122,8 +123,7 @@ class ConsoleWatch:
     def _reattach(self) -> None:
         self.earlier.append("".join(self.console.transcript))
         self.console.close()
-        self.console = self._console_class(self.uri, self.name)
-        self.reattached += 1
+        self.console = self._open()
 
     def close(self) -> None:
         self.console.close()

@@ -63,16 +63,13 @@ def plan_linux(files: GuestFiles, guest: Guest, filesystems: list[Filesystem],
     # initramfs carries both.
     plan.extend(initramfs.plan_initramfs(files, guest))
     plan.extend(bootloader.plan_grub(files, regen or console_changed))
-    firstboot = ["uninstall VMware Tools (tarball install)"] * bool(steps)
-    firstboot.append("report interfaces, addresses and failed units on the console")
-    late: list[str] = []
+    late: list[tools.Step] = []
     if opts.install_agent:
-        line, note = tools.agent_step(files, guest)
+        agent, note = tools.agent_step(files, guest)
         plan.notes.append(note)
-        if line:
-            late.append(line)
-            firstboot.append("install qemu-guest-agent")
-    plan.extend(tools.plan_firstboot(files, steps, late))
+        late += [agent] if agent else []
+    firstboot_plan, firstboot = tools.plan_firstboot(files, steps, late)
+    plan.extend(firstboot_plan)
     plan.extend(tools.plan_caches(files, relabel_needed=bool(plan.edits)))
     return LinuxResult(plan, pins, firstboot=firstboot)
 

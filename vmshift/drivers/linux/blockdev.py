@@ -14,32 +14,15 @@ appliance's Nth drive, because the drives are added in the source's order.
 from __future__ import annotations
 
 import re
-import string
 
 from vmshift.drivers.edits import Edit, EditPlan
 from vmshift.inspect.files import GuestFiles
 from vmshift.inspect.result import DeviceRef, Filesystem, Guest
 
 KERNEL_NAME = re.compile(r"^/dev/(?:sd|hd|xvd|vd)([a-z]+)(\d*)$")
-# root=/dev/sda1 or resume=/dev/sdb2 on a kernel command line or in a config.
-CMDLINE_DEVICE = re.compile(r"\b(root|resume)=(/dev/(?:sd|hd|xvd)[a-z]+\d*)")
-
-
-def letters_index(letters: str) -> int:
-    """sda -> 0, sdz -> 25, sdaa -> 26: the kernel's own naming."""
-    n = 0
-    for ch in letters:
-        n = n * 26 + (ord(ch) - ord("a") + 1)
-    return n - 1
-
-
-def index_letters(index: int) -> str:
-    out = ""
-    index += 1
-    while index:
-        index, rem = divmod(index - 1, 26)
-        out = string.ascii_lowercase[rem] + out
-    return out
+# root=/dev/sda1 or resume=/dev/sdb2 on a kernel command line or in a config, and
+# initramfs-tools' RESUME=/dev/sdb2.
+CMDLINE_DEVICE = re.compile(r"\b(root|resume|RESUME)=(/dev/(?:sd|hd|xvd)[a-z]+\d*)")
 
 
 class DeviceResolver:
@@ -116,13 +99,9 @@ def _rewrite_cmdline_file(files: GuestFiles, path: str, resolver: DeviceResolver
         return f"{m.group(1)}={new}"
 
     new_text = CMDLINE_DEVICE.sub(swap, text)
-    if path.endswith("/resume") or "RESUME=" in text:
-        new_text = re.sub(r"^RESUME=(/dev/(?:sd|hd|xvd)[a-z]+\d*)\s*$",
-                          lambda m: f"RESUME={resolver.stable_name(m.group(1)) or m.group(1)}",
-                          new_text, flags=re.M)
     if new_text == text:
         return False
-    plan.add(Edit("blockdev", "write", path, "; ".join(changed) or "RESUME by UUID",
+    plan.add(Edit("blockdev", "write", path, "; ".join(changed),
                   content=new_text.encode(errors="surrogateescape")))
     return True
 

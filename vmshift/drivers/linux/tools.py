@@ -17,6 +17,10 @@ from vmshift.drivers.edits import Edit, EditPlan
 from vmshift.inspect.files import GuestFiles
 from vmshift.inspect.result import Guest
 
+# A first-boot step: what it does (for the report), and its shell lines.
+Step = tuple[str, str]
+REPORT = "report interfaces, addresses and failed units on the console"
+
 FIRSTBOOT_SCRIPT = "/usr/local/lib/vmshift/firstboot.sh"
 FIRSTBOOT_UNIT = "/etc/systemd/system/vmshift-firstboot.service"
 FIRSTBOOT_WANTS = "/etc/systemd/system/multi-user.target.wants/vmshift-firstboot.service"
@@ -56,8 +60,8 @@ def _repos(files: GuestFiles) -> list[Edit]:
     return out
 
 
-def plan_vmware_tools(files: GuestFiles, guest: Guest, keep: bool) -> tuple[EditPlan, list[str]]:
-    """The appliance's edits, and the first-boot steps (shell lines) still needed."""
+def plan_vmware_tools(files: GuestFiles, guest: Guest, keep: bool) -> tuple[EditPlan, list[Step]]:
+    """The appliance's edits, and the first-boot steps still needed."""
     plan = EditPlan()
     packages = _tool_packages(guest)
     tarball = files.is_file(TARBALL_UNINSTALLER)
@@ -65,7 +69,7 @@ def plan_vmware_tools(files: GuestFiles, guest: Guest, keep: bool) -> tuple[Edit
         if packages or tarball:
             plan.notes.append("VMware Tools kept (--keep-vmware-tools)")
         return plan, []
-    steps: list[str] = []
+    steps: list[Step] = []
     if packages:
         purge = _purge(guest, packages)
         if purge is None:
@@ -74,9 +78,10 @@ def plan_vmware_tools(files: GuestFiles, guest: Guest, keep: bool) -> tuple[Edit
         else:
             plan.add(purge)
     if tarball:
-        steps.append(f'say "VMware Tools (tarball): uninstalling"\n'
-                     f"{TARBALL_UNINSTALLER} --default >>\"$LOG\" 2>&1 && "
-                     f'say "VMware Tools removed" || say "VMware Tools: uninstaller failed"')
+        steps.append(("uninstall VMware Tools (tarball install)",
+                      f'say "VMware Tools (tarball): uninstalling"\n'
+                      f"{TARBALL_UNINSTALLER} --default >>\"$LOG\" 2>&1 && "
+                      f'say "VMware Tools removed" || say "VMware Tools: uninstaller failed"'))
     for edit in _repos(files):
         plan.add(edit)
     if not packages and not tarball:
@@ -84,8 +89,8 @@ def plan_vmware_tools(files: GuestFiles, guest: Guest, keep: bool) -> tuple[Edit
     return plan, steps
 
 
-def agent_step(files: GuestFiles, guest: Guest) -> tuple[str | None, str]:
-    """A first-boot line installing qemu-guest-agent, or why there is none."""
+def agent_step(files: GuestFiles, guest: Guest) -> tuple[Step | None, str]:
+    """A first-boot step installing qemu-guest-agent, or why there is none."""
     if any("qemu-guest-agent" == a.name for a in guest.applications or []):
         return None, "qemu-guest-agent already installed"
     manager = guest.package_management
@@ -96,26 +101,30 @@ def agent_step(files: GuestFiles, guest: Guest) -> tuple[str | None, str]:
             "systemctl enable --now qemu-guest-agent >/dev/null 2>&1; "
             'say "qemu-guest-agent: installed"; else '
             'say "qemu-guest-agent: could not be installed (see $LOG)"; fi')
-    return line, f"qemu-guest-agent: installed at first boot by {manager}"
+    return ("install qemu-guest-agent", line), \
+        f"qemu-guest-agent: installed at first boot by {manager}"
 
 
-def plan_firstboot(files: GuestFiles, early: list[str], late: list[str]) -> EditPlan:
-    """The one-shot service: EARLY steps, the report of the guest's state, LATE steps."""
+def plan_firstboot(files: GuestFiles, early: list[Step],
+                   late: list[Step]) -> tuple[EditPlan, list[str]]:
+    """The one-shot service: EARLY steps, the report of the guest's state, LATE steps;
+    and what it will do (nothing without systemd: no service is installed then)."""
     plan = EditPlan()
     if not files.is_dir("/etc/systemd/system"):
-        plan.notes.append("no systemd in the guest: no first-boot service; "
-                          + "; ".join(early + late or ["nothing to run"]))
-        return plan
+        plan.notes.append("no systemd in the guest: no first-boot service; not done: "
+                          + "; ".join([what for what, _ in early + late] or ["nothing"]))
+        return plan, []
     here = resources.files("vmshift.drivers.linux") / "files"
-    script = (here / "firstboot.sh").read_text().replace("@EARLY@", "\n".join(early)) \
-        .replace("@LATE@", "\n".join(late))
+    script = (here / "firstboot.sh").read_text() \
+        .replace("@EARLY@", "\n".join(sh for _, sh in early)) \
+        .replace("@LATE@", "\n".join(sh for _, sh in late))
     plan.add(Edit("firstboot", "write", FIRSTBOOT_SCRIPT, "runs once in the booted guest",
                   content=script.encode(), backup=False, mode=0o755))
     plan.add(Edit("firstboot", "write", FIRSTBOOT_UNIT, "starts the first-boot script",
                   content=(here / "firstboot.service").read_bytes(), backup=False))
     plan.add(Edit("firstboot", "symlink", FIRSTBOOT_WANTS, "enabled for multi-user",
                   source=FIRSTBOOT_UNIT))
-    return plan
+    return plan, [what for what, _ in early] + [REPORT] + [what for what, _ in late]
 
 
 CACHE_FILES = ("/etc/lvm/devices/system.devices", "/etc/blkid.tab", "/etc/blkid/blkid.tab")
