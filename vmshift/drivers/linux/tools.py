@@ -102,7 +102,7 @@ def agent_step(files: GuestFiles, guest: Guest) -> tuple[Step | None, str]:
             'say "qemu-guest-agent: installed"; else '
             'say "qemu-guest-agent: could not be installed (see $LOG)"; fi')
     return ("install qemu-guest-agent", line), \
-        f"qemu-guest-agent: installed at first boot by {manager}"
+        f"qemu-guest-agent: to be installed at first boot by {manager}"
 
 
 def plan_firstboot(files: GuestFiles, early: list[Step],
