@@ -28,6 +28,7 @@ from tests.migrate_support import (
     state_on,
     wait_job_active,
 )
+from vmshift.errors import OperationFailed
 from vmshift.testbed import libvirthost, lifecycle, procs, state
 from vmshift.testbed.hosts import TestBed
 from vmshift.testbed.tinyguest import tiny_guest as make_tiny_guest
@@ -350,12 +351,12 @@ def test_ctrl_c_after_postcopy_switch_stops_recovery_but_never_aborts(fault_bed,
 def _connect_after_link_up(host, timeout: float = 30):
     """HOST's daemon, once its link is back up: until the neighbour entry that
     went stale while it was down is resolved again, connect says "No route to
-    host"."""
+    host". (host.connect reports that as vmshift's OperationFailed.)"""
     end = time.monotonic() + timeout
     while True:
         try:
             return host.connect()
-        except libvirt.libvirtError:
+        except OperationFailed:
             if time.monotonic() >= end:
                 raise
             time.sleep(1)
