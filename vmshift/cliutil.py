@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
@@ -72,6 +73,21 @@ def bandwidth_option(what: str) -> Callable[[Callable[..., Any]], Callable[..., 
     return click.option("--bandwidth", type=BANDWIDTH, default=None, metavar="RATE",
                         help=f"Cap {what} at RATE per second: 100M, 1G, 512K "
                              "(powers of 1024); a bare number is MiB/s.")
+
+
+def virtio_win_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    # --driver-source is its older name (inspect), kept so scripts go on working.
+    return click.option("--virtio-win", "--driver-source", "virtio_win", metavar="PATH",
+                        envvar="VIRTIO_WIN", type=click.Path(exists=True, path_type=Path),
+                        help="A virtio-win ISO or directory to install Windows drivers from "
+                             "(default: $VIRTIO_WIN).")(f)
+
+
+def allow_emulated_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--allow-emulated", is_flag=True,
+                        help="A Windows guest with no virtio drivers (none installed, none "
+                             "in --virtio-win) gets SATA disks and e1000e NICs instead of "
+                             "being refused.")(f)
 
 
 def not_built(command: str, issue: int) -> NoReturn:

@@ -1,8 +1,9 @@
 """Guest changes as data: planned first, applied through the appliance second.
 
-Every driver (Linux today, Windows next) only *plans*: it reads the guest's
-files and returns ``Edit`` objects saying which file it writes, removes or
-copies, or which of the guest's own tools it runs, and why. The plan is what
+Every driver (Linux, Windows) only *plans*: it reads the guest's files and
+returns ``Edit`` objects saying which file it writes, removes, copies or
+uploads from the host, which registry key it sets, or which of the guest's
+own tools it runs, and why. The plan is what
 ``--dry-run`` prints and what the report lists; ``apply_edits`` is the one
 place that writes into the guest, always inside the copy-on-write overlay,
 and it keeps a backup of every file it replaces.
@@ -15,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from vmshift.drivers import registry
 from vmshift.errors import OperationFailed
 
 BACKUP_SUFFIX = ".vmshift-orig"
@@ -23,21 +25,37 @@ BACKUP_SUFFIX = ".vmshift-orig"
 @dataclass(frozen=True)
 class Edit:
     area: str  # blockdev, network, initramfs, bootloader, vmware_tools, guest_agent, ...
-    action: str  # write, remove, copy, symlink, run
-    path: str | None  # the guest file touched (for run: the file the tool rewrites)
+    action: str  # write, remove, copy, upload, symlink, run, registry
+    path: str | None  # the guest file touched (run: the file the tool rewrites; registry: the hive)
     why: str
     content: bytes | None = None  # write
-    source: str | None = None  # copy: from; symlink: target
+    source: str | None = None  # copy: from; upload: the host file; symlink: target
     argv: tuple[str, ...] | None = None  # run: the guest's own tool, chrooted
     backup: bool = True  # keep PATH.vmshift-orig when replacing or removing a file
     mode: int = 0o644
+    key: tuple[str, ...] = ()  # registry: the key under the hive's root
+    values: tuple[registry.RegValue, ...] = ()  # registry: set on that key
 
     def describe(self) -> str:
         what = {"write": f"write {self.path}", "remove": f"remove {self.path}",
                 "copy": f"copy {self.source} to {self.path}",
+                "upload": f"copy host:{self.source} to {self.path}",
                 "symlink": f"link {self.path} -> {self.source}",
-                "run": "run " + " ".join(self.argv or ())}[self.action]
+                "run": "run " + " ".join(self.argv or ()),
+                "registry": f"set {self.path}:{chr(92).join(self.key)}"}[self.action]
         return f"{self.area}: {what} ({self.why})"
+
+    def as_dict(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"area": self.area, "action": self.action, "path": self.path,
+                               "why": self.why}
+        if self.argv:
+            doc["argv"] = list(self.argv)
+        if self.source:
+            doc["source"] = self.source
+        if self.action == "registry":
+            doc["key"] = "\\".join(self.key)
+            doc["values"] = [registry.show(v) for v in self.values]
+        return doc
 
 
 @dataclass
@@ -48,13 +66,7 @@ class Applied:
     backup: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        e = self.edit
-        doc: dict[str, Any] = {"area": e.area, "action": e.action, "path": e.path,
-                               "why": e.why, "seconds": round(self.seconds, 2)}
-        if e.argv:
-            doc["argv"] = list(e.argv)
-        if e.source:
-            doc["source"] = e.source
+        doc = {**self.edit.as_dict(), "seconds": round(self.seconds, 2)}
         if self.backup:
             doc["backup"] = self.backup
         return doc
@@ -136,6 +148,9 @@ def apply_edit(g: Any, edit: Edit) -> Applied:
         elif edit.action == "copy":
             g.mkdir_p(posixpath.dirname(edit.path))
             g.cp_a(edit.source, edit.path)
+        elif edit.action == "upload":
+            g.mkdir_p(posixpath.dirname(edit.path))
+            g.upload(edit.source, edit.path)
         elif edit.action == "symlink":
             g.mkdir_p(posixpath.dirname(edit.path))
             g.ln_sf(edit.source, edit.path)
@@ -151,5 +166,39 @@ def apply_edit(g: Any, edit: Edit) -> Applied:
     return done
 
 
+def _apply_registry(g: Any, run: list[Edit]) -> list[Applied]:
+    """Consecutive changes to one hive: backed up once, opened and committed once."""
+    start = time.monotonic()
+    hive = str(run[0].path)
+    saved = _backup(g, hive)
+    try:
+        registry.apply_group(g, hive, [(e.key, e.values) for e in run])
+    except RuntimeError as exc:
+        raise OperationFailed(f"guest change failed: {run[0].describe()}: {exc}") from exc
+    each = (time.monotonic() - start) / len(run)
+    return [Applied(e, each, backup=saved) for e in run]
+
+
 def apply_edits(g: Any, plan: EditPlan) -> list[Applied]:
-    return [apply_edit(g, e) for e in plan.edits]
+    done: list[Applied] = []
+    edits = list(plan.edits)
+    while edits:
+        edit = edits.pop(0)
+        if edit.action != "registry":
+            done.append(apply_edit(g, edit))
+            continue
+        run = [edit]
+        while edits and edits[0].action == "registry" and edits[0].path == edit.path:
+            run.append(edits.pop(0))
+        done.extend(_apply_registry(g, run))
+    return done
+
+
+def mount_rw(g: Any, guest: Any) -> None:
+    """Mount the guest's filesystems writable (on the overlay), / before /boot."""
+    for mp in sorted(guest.mountpoints, key=len):
+        try:
+            g.mount(guest.mountpoints[mp], mp)
+        except RuntimeError as exc:
+            raise OperationFailed(f"cannot mount {guest.mountpoints[mp]} on {mp} "
+                                  f"read-write in the overlay: {exc}") from exc

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
 
-from vmshift.cliutil import json_option
+from vmshift.cliutil import allow_emulated_option, json_option, virtio_win_option
 from vmshift.confine import Policy, allow_device_option
 from vmshift.errors import BadInput, Refused
 from vmshift.inspect import report
@@ -19,14 +20,14 @@ from vmshift.output import Progress, emit_json, notice
 @click.argument("sources", metavar="[IMAGE...]", nargs=-1)
 @click.option("--rules-only", is_flag=True, help="Print only the pre-flight findings.")
 @click.option("--list-rules", is_flag=True, help="List the pre-flight rules and exit.")
-@click.option("--driver-source", metavar="PATH", type=click.Path(exists=True),
-              help="A virtio-win ISO or directory the conversion will install drivers from "
-                   "(Windows without virtio drivers is then no blocker).")
+@virtio_win_option
+@allow_emulated_option
 @allow_device_option
 @vsphere_options
 @json_option
 def inspect_cmd(sources: tuple[str, ...], rules_only: bool, list_rules: bool,
-                driver_source: str | None, allow_devices: tuple[str, ...], json_mode: bool,
+                virtio_win: Path | None, allow_emulated: bool,
+                allow_devices: tuple[str, ...], json_mode: bool,
                 **vsphere_args: Any) -> None:
     """Look inside the disks of one VM (read-only) and run the pre-flight rules.
 
@@ -72,7 +73,8 @@ def inspect_cmd(sources: tuple[str, ...], rules_only: bool, list_rules: bool,
                                        policy=policy)
     elif not vsphere_args.get("vsphere"):  # --vsphere said why already
         notice("no local disk to inspect: rules run on the VM definition only", json_mode)
-    findings = evaluate(source.vm, inspection, options=RuleOptions(driver_source=driver_source))
+    findings = evaluate(source.vm, inspection, options=RuleOptions(
+        driver_source=str(virtio_win) if virtio_win else None, allow_emulated=allow_emulated))
     kind, payload = _document(source.vm, inspection, findings, rules_only)
     if not json_mode:
         _print(inspection, findings, rules_only)

@@ -139,6 +139,21 @@ class WindowsService:
 
 
 @dataclass
+class WindowsNic:
+    """One physical NIC's TCP/IP settings, from the SYSTEM hive."""
+
+    guid: str  # NetCfgInstanceId, the Tcpip\Parameters\Interfaces key
+    description: str | None
+    component_id: str | None  # pci\ven_15ad&dev_07b0 (vmxnet3)
+    mac: str | None  # only when set as NetworkAddress; the burnt-in MAC is not in the registry
+    dhcp: bool
+    addresses: list[str] = field(default_factory=list)  # "192.168.50.10/24"
+    gateways: list[str] = field(default_factory=list)
+    dns: list[str] = field(default_factory=list)
+    dns6: list[str] = field(default_factory=list)
+
+
+@dataclass
 class WindowsInfo:
     system_root: str | None  # e.g. C:\Windows
     system_root_path: str | None  # the same, as a path on the mounted filesystem
@@ -155,6 +170,10 @@ class WindowsInfo:
     hiberboot_enabled: bool | None = None  # fast startup
     hiberfil_present: bool | None = None
     hiberfil_hibernated: bool | None = None  # hiberfil.sys starts with "hibr": a live image
+    nics: list[WindowsNic] = field(default_factory=list)
+    vmware_tools_uninstall: str | None = None  # its registered UninstallString
+    driver_database: bool | None = None  # SYSTEM\DriverDatabase: Windows 8 / 2012 and later
+    device_path: str | None = None  # where Plug and Play looks for drivers
     errors: list[str] = field(default_factory=list)
 
 

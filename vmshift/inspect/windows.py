@@ -14,6 +14,7 @@ from typing import Any
 
 from vmshift.inspect.files import GuestFiles
 from vmshift.inspect.result import WindowsInfo, WindowsService
+from vmshift.inspect.windows_net import tools_uninstall, windows_nics
 
 VIRTIO_SERVICES = ("viostor", "vioscsi", "netkvm")
 VMWARE_TOOLS_SERVICES = ("VMTools", "vmtoolsd", "VMware Physical Disk Helper Service")
@@ -100,7 +101,11 @@ def software_facts(hive: Hive, info: WindowsInfo) -> None:
         info.device_install_blocked = any(
             k.lower().startswith("deny") and _as_int(v) == 1 for k, v in vals.items())
     tools_key = hive.node("VMware, Inc.", "VMware Tools") is not None
-    info.vmware_tools = bool(info.vmware_tools) or tools_key
+    info.vmware_tools_uninstall = tools_uninstall(hive)
+    info.vmware_tools = bool(info.vmware_tools) or tools_key \
+        or info.vmware_tools_uninstall is not None
+    device_path = hive.value(hive.node("Microsoft", "Windows", "CurrentVersion"), "DevicePath")
+    info.device_path = device_path if isinstance(device_path, str) else None
 
 
 def system_facts(hive: Hive, info: WindowsInfo) -> None:
@@ -118,6 +123,8 @@ def system_facts(hive: Hive, info: WindowsInfo) -> None:
             hive.value(svc, "ImagePath"))
     if services and any(hive.node(ccs, "Services", s) for s in VMWARE_TOOLS_SERVICES):
         info.vmware_tools = True
+    info.nics = windows_nics(hive, ccs)
+    info.driver_database = hive.node("DriverDatabase") is not None
     power = hive.node(ccs, "Control", "Session Manager", "Power")
     hiberboot = _as_int(hive.value(power, "HiberbootEnabled"))
     # Absent means Windows' default, which is on for Windows 8 and later clients.

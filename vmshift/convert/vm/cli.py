@@ -8,7 +8,13 @@ from typing import Any
 
 import click
 
-from vmshift.cliutil import dry_run_option, json_option, virt_type_option
+from vmshift.cliutil import (
+    allow_emulated_option,
+    dry_run_option,
+    json_option,
+    virt_type_option,
+    virtio_win_option,
+)
 from vmshift.confine import allow_device_option
 from vmshift.convert.maps import network_map_option, storage_map_option
 from vmshift.errors import BadInput
@@ -66,6 +72,8 @@ def _source_options(f: Any) -> Any:
 @click.option("--boot-timeout", type=click.FloatRange(min=10), default=900, show_default=True,
               metavar="S", help="With --verify-boot: seconds to wait for the report.")
 @click.option("--keep-vmware-tools", is_flag=True, help="Leave VMware Tools installed.")
+@virtio_win_option
+@allow_emulated_option
 @allow_device_option
 @click.option("--force", is_flag=True, help="Replace an existing output (files, volumes, "
                                             "domain of the same name).")
@@ -116,7 +124,8 @@ def _request(kw: dict[str, Any], stack: ExitStack) -> Any:
         out_format=kw["out_format"], network_map=kw["network_map"],
         default_network=kw["default_network"], virt_type=kw["virt_type"],
         start=kw["start"], verify_boot=kw["verify_boot"], boot_timeout=kw["boot_timeout"],
-        keep_vmware_tools=kw["keep_vmware_tools"], allow_devices=kw["allow_devices"],
+        keep_vmware_tools=kw["keep_vmware_tools"], virtio_win=kw["virtio_win"],
+        allow_emulated=kw["allow_emulated"], allow_devices=kw["allow_devices"],
         dry_run=kw["dry_run"],
         force=kw["force"], json_mode=kw["json_mode"])
 

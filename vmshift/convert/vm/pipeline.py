@@ -23,7 +23,8 @@ from vmshift.convert.vm.guest import inspect_and_convert
 from vmshift.convert.vm.source import Source
 from vmshift.convert.writer import DomainXml, build_domain_xml
 from vmshift.drivers.linux import LinuxOptions
-from vmshift.errors import OperationFailed
+from vmshift.drivers.windows import WindowsOptions
+from vmshift.errors import BadInput, OperationFailed
 from vmshift.model import VirtualMachine
 
 
@@ -43,6 +44,8 @@ class Request:
     verify_boot: bool = False
     boot_timeout: float = 600.0
     keep_vmware_tools: bool = False
+    virtio_win: Path | None = None
+    allow_emulated: bool = False
     allow_devices: tuple[str, ...] = ()
     dry_run: bool = False
     force: bool = False
@@ -138,8 +141,13 @@ def _run(req: Request, result: Result, undo: Undo, work: Path,
 
     with result.stage("inspect+convert"):
         opts = LinuxOptions(keep_vmware_tools=req.keep_vmware_tools)
+        wopts = WindowsOptions(virtio_win=req.virtio_win, allow_emulated=req.allow_emulated,
+                               keep_vmware_tools=req.keep_vmware_tools)
         gs = inspect_and_convert(overlays, src.vm, lambda ins: domain(src.vm, ins).disk_bus,
-                                 opts, dry_run=req.dry_run, where=src.ref, step=step)
+                                 opts, wopts, dry_run=req.dry_run, where=src.ref, step=step)
+    if gs.windows is not None and req.verify_boot:
+        raise BadInput("--verify-boot reads the report of the Linux first-boot service; "
+                       "Windows guests have none yet: use --start")
     doc["appliance_launches"] = gs.appliance_launches
     doc["findings"] = [f for f in gs.findings if f.outcome == "fired"]
     doc["guest"] = _guest_summary(gs)
@@ -160,7 +168,7 @@ def _run(req: Request, result: Result, undo: Undo, work: Path,
     doc["space_needed"] = needed
     with result.stage("define"):
         target = output.target_model(src.vm, copied, req.out_format, req.name)
-        dom = domain(target, gs.inspection)
+        dom = domain(target, gs.converted())
         doc.update(virt_type=dom.virt_type, machine=dom.machine, disk_bus=dom.disk_bus,
                    notes=dom.notes)
         if req.dry_run:
@@ -220,6 +228,7 @@ def _guest_summary(gs: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"type": guest.type, "distro": guest.distro,
                            "version": guest.version, "hostname": guest.hostname,
                            "firmware": guest.firmware_needed}
-    if gs.linux is not None:
-        out.update(gs.linux.as_dict())
+    for result in (gs.linux, gs.windows):
+        if result is not None:
+            out.update(result.as_dict())
     return out

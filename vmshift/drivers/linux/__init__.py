@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from vmshift.drivers.edits import Applied, EditPlan, PlannedFiles, apply_edits
+from vmshift.drivers.edits import Applied, EditPlan, PlannedFiles, apply_edits, mount_rw
 from vmshift.drivers.linux import blockdev, bootloader, initramfs, network, tools
-from vmshift.errors import OperationFailed
 from vmshift.inspect.files import GuestFiles, GuestfsFiles
 from vmshift.inspect.result import Filesystem, Guest
 from vmshift.model import Nic
@@ -35,8 +34,7 @@ class LinuxResult:
     def as_dict(self) -> dict[str, Any]:
         return {
             "changes": [a.as_dict() for a in self.applied] if self.applied else
-            [{"area": e.area, "action": e.action, "path": e.path, "why": e.why,
-              **({"argv": list(e.argv)} if e.argv else {})} for e in self.plan.edits],
+            [e.as_dict() for e in self.plan.edits],
             "checked": list(self.plan.notes),
             "interface_pins": [{"name": p.name, "mac": p.mac, "matched_by": p.how}
                                for p in self.pins],
@@ -72,16 +70,6 @@ def plan_linux(files: GuestFiles, guest: Guest, filesystems: list[Filesystem],
     plan.extend(firstboot_plan)
     plan.extend(tools.plan_caches(files, relabel_needed=bool(plan.edits)))
     return LinuxResult(plan, pins, firstboot=firstboot)
-
-
-def mount_rw(g: Any, guest: Guest) -> None:
-    """Mount the guest's filesystems writable (on the overlay), / before /boot."""
-    for mp in sorted(guest.mountpoints, key=len):
-        try:
-            g.mount(guest.mountpoints[mp], mp)
-        except RuntimeError as exc:
-            raise OperationFailed(f"cannot mount {guest.mountpoints[mp]} on {mp} "
-                                  f"read-write in the overlay: {exc}") from exc
 
 
 def convert_linux(g: Any, guest: Guest, filesystems: list[Filesystem], nics: list[Nic],

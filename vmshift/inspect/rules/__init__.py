@@ -41,6 +41,7 @@ class RuleOptions:
     """Facts from the command line rather than the source."""
 
     driver_source: str | None = None  # a virtio-win ISO or directory
+    allow_emulated: bool = False  # SATA and e1000e for a Windows without virtio drivers
 
 
 @dataclass

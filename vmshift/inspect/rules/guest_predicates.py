@@ -74,8 +74,8 @@ def virtio_missing_windows(vm: VirtualMachine, insp: Inspection | None, p: dict,
     wins = _guests(insp, "windows")
     if wins is None:
         return None
-    if o.driver_source:
-        return []  # the converter installs the drivers from there
+    if o.driver_source or o.allow_emulated:
+        return []  # the converter installs the drivers from there, or uses SATA
     out, unknown = [], False
     for g in wins:
         services = g.windows.services if g.windows else {}
