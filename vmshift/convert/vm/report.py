@@ -20,10 +20,11 @@ def render(doc: dict[str, Any]) -> str:
     verb = "would" if doc["dry_run"] else "did"
     out.append(f"guest changes ({verb}):")
     for c in guest.get("changes", []):
-        target = " ".join(c["argv"]) if c.get("argv") else c["path"]
-        out.append(f"  {c['area']:<12} {c['action']:<7} {target}  ({c['why']})")
+        out.append(f"  {c['area']:<12} {c['action']:<8} {_target(c)}  ({c['why']})")
     for note in guest.get("checked", []):
         out.append(f"  checked: {note}")
+    for step in guest.get("firstboot", []):
+        out.append(f"  first boot: {step}")
     for d in doc.get("disks", []):
         state = "verified" if d["verified"] else "planned" if doc["dry_run"] else "NOT verified"
         out.append(f"disk: {d['output']} [{doc['format']}, {_size(d['virtual_size'])} "
@@ -45,3 +46,14 @@ def render(doc: dict[str, Any]) -> str:
     out.append(f"{'total':<18} {doc['total_seconds']:>7.1f}   "
                f"(appliance launches: {doc.get('appliance_launches')})")
     return "\n".join(out)
+
+
+def _target(change: dict[str, Any]) -> str:
+    if change.get("argv"):
+        return " ".join(change["argv"])
+    if change["action"] == "registry":  # HIVE:KEY name=data, ...
+        values = ", ".join(f"{v['name']}={v['data']}" for v in change.get("values", []))
+        return f"{change['path']}:{change['key']} {values}"
+    if change["action"] == "upload":
+        return f"{change['path']} (from {change['source']})"
+    return str(change["path"])
