@@ -227,6 +227,8 @@ def test_first_boot_is_registered_once(converted, name):
         assert "Run 'sc.exe' 'delete vmshift-firstboot'" in _script(c)
     else:
         assert service is None and run_once["vmshift-firstboot"] == command
+        assert any("runs from RunOnce at the first administrator's logon" in note
+                   for note in c.doc["guest"]["checked"])
 
 
 def _script(c: Converted) -> str:
@@ -312,17 +314,24 @@ def _run(disk: Path, name: str, out: Path, *extra: str) -> subprocess.CompletedP
                           env=_plain_env(), timeout=900)
 
 
-@pytest.mark.parametrize("name", ["win10", "win2012r2"])
-def test_fast_startup_and_hibernated_image_refuse_before_any_change(fresh_disks, tmp_path,
-                                                                    name):
-    disk = fresh_disks[name]
-    before = sha256(disk)
-    run = _run(disk, name, tmp_path / "out", "--virtio-win",
-               str(build_virtio_win(tmp_path / "vw")))
+def test_fast_startup_and_hibernated_image_refuse_before_any_change(fresh_disks, tmp_path):
+    """Both guests in one run: the rules run before the one-guest check, so one
+    appliance launch shows each blocker, per root."""
+    disks = [fresh_disks["win10"], fresh_disks["win2012r2"]]
+    before = [sha256(d) for d in disks]
+    run = subprocess.run([sys.executable, "-m", "vmshift", "convert", "vm", "--disk",
+                          str(disks[0]), "--disk", str(disks[1]), "--output", "local",
+                          "--output-dir", str(tmp_path / "out"), "--virtio-win",
+                          str(build_virtio_win(tmp_path / "vw")), "--json"],
+                         capture_output=True, text=True, env=_plain_env(), timeout=900)
     assert run.returncode == 3, run.stderr[-2000:]
     doc = json.loads(run.stdout)
-    assert doc["outcome"] == "blocked" and "guest.windows_hibernation" in doc["blockers"]
-    assert not (tmp_path / "out").exists() and sha256(disk) == before
+    assert doc["outcome"] == "blocked" and doc["blockers"] == ["guest.windows_hibernation"]
+    [finding] = [f for f in doc["findings"] if f["rule_id"] == "guest.windows_hibernation"]
+    details = sorted(finding["details"])
+    assert details[0].startswith("/dev/sda2:") and "fast startup" in details[0]
+    assert details[1].startswith("/dev/sdb2:") and "hibernated" in details[1]
+    assert not (tmp_path / "out").exists() and [sha256(d) for d in disks] == before
 
 
 def test_dry_run_lists_files_registry_and_first_boot_and_creates_nothing(fresh_disks,

@@ -112,7 +112,13 @@ def _windows(g: Guest) -> list[str]:
               for s in w.services.values()],
             ["device install blocked", _yn(w.device_install_blocked)],
             ["fast startup", _yn(w.hiberboot_enabled)],
-            ["hiberfil.sys", "hibernated" if w.hiberfil_hibernated else _yn(w.hiberfil_present)]]
+            ["hiberfil.sys", "hibernated" if w.hiberfil_hibernated else _yn(w.hiberfil_present)],
+            ["VMware Tools uninstall", w.vmware_tools_uninstall or "-"],
+            *[[f"NIC {n.guid}", f"{n.description or '?'}: "
+               + ("DHCP" if n.dhcp else " ".join(n.addresses) or "no address")
+               + (f" gw {','.join(n.gateways)}" if n.gateways else "")
+               + (f" dns {','.join(n.dns + n.dns6)}" if n.dns or n.dns6 else "")]
+              for n in w.nics]]
     return ["  Windows:"] + ["    " + ln for ln in _table(rows)] + \
         [f"    error: {e}" for e in w.errors]
 

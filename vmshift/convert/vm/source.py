@@ -103,7 +103,8 @@ def from_disks(paths: list[str], *, name: str | None, memory_mib: int | None,
     count = vcpus or DEFAULT_VCPUS
     vm.cpu = CpuTopology(vcpus=count, sockets=1, cores_per_socket=count, threads_per_core=1)
     vm.disks = [Disk(source=str(f)) for f in files]
-    vm.nics = [Nic(mac=m.lower(), mac_type="static") for m in macs] or [Nic()]
+    vm.nics = [Nic(label=f"--mac {m.lower()}", mac=m.lower(), mac_type="static")
+               for m in macs] or [Nic(label="nic0")]
     vm.cdroms, vm.floppies, vm.serials, vm.parallels = [], [], [], []
     vm.snapshots, vm.passthrough = [], []
     if not macs:

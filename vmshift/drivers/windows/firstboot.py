@@ -148,7 +148,7 @@ def plan_firstboot(inp: FirstbootInput, resolve: Resolve) -> tuple[EditPlan, lis
     if inp.remove_tools and inp.info.vmware_tools_uninstall:
         steps.append(tools_step(inp.info.vmware_tools_uninstall))
     helper = wrapper()
-    runner = _runner(plan, inp, helper, drive, home, resolve)
+    runner = _runner(plan, inp, helper, home, resolve)
     script = _script(steps, home, remove=runner)
     plan.edits.insert(0, Edit("firstboot", "write", resolve(f"/{HOME}/firstboot.ps1"),
                               "the first-boot script", content=script.encode("utf-8-sig")))
@@ -162,12 +162,15 @@ def _script(steps: list[tuple[str, str]], home: str, remove: str) -> str:
     return text.replace("@STEPS@", body).replace("@REMOVE@", remove).replace("\n", "\r\n")
 
 
-def _runner(plan: EditPlan, inp: FirstbootInput, helper: Path | None, drive: str, home: str,
+def _runner(plan: EditPlan, inp: FirstbootInput, helper: Path | None, home: str,
             resolve: Resolve) -> str:
     """Register how the script starts; return the script's line that unregisters it."""
     command = ("powershell.exe -NoProfile -NonInteractive -ExecutionPolicy Bypass -File "
                f"\"{home}\\firstboot.ps1\"")
     if helper is None:
+        plan.notes.append("first boot: no service wrapper on this host ($VMSHIFT_SRVANY, "
+                          "rhsrvany.exe): the script runs from RunOnce at the first "
+                          "administrator's logon, so the network comes back then")
         plan.add(Edit("firstboot", "registry", resolve(f"{inp.sysroot}/System32/config/SOFTWARE"),
                       "runs the script once, at the first administrator's logon (no service "
                       "wrapper on this host)",
