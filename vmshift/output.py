@@ -109,3 +109,16 @@ class Progress:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def table(rows: list[list[str]], header: list[str] | None = None) -> list[str]:
+    """Aligned columns, two spaces apart; a dashed rule under HEADER."""
+    allrows = ([header] if header else []) + rows
+    if not allrows:
+        return []
+    widths = [max(len(r[i]) for r in allrows) for i in range(len(allrows[0]))]
+    out = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+           for r in allrows]
+    if header:
+        out.insert(1, "  ".join("-" * w for w in widths))
+    return out

@@ -8,21 +8,10 @@ import click
 
 from vmshift.inspect.result import VIRTIO_MODULES, Guest, Inspection, Kernel
 from vmshift.inspect.rules import Finding, Outcome, Rule
+from vmshift.output import table
 from vmshift.units import human
 
 MARK = {Outcome.FIRED: "FIRED", Outcome.PASSED: "ok", Outcome.NOT_EVALUABLE: "n/a"}
-
-
-def _table(rows: list[list[str]], header: list[str] | None = None) -> list[str]:
-    allrows = ([header] if header else []) + rows
-    if not allrows:
-        return []
-    widths = [max(len(r[i]) for r in allrows) for i in range(len(allrows[0]))]
-    out = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-           for r in allrows]
-    if header:
-        out.insert(1, "  ".join("-" * w for w in widths))
-    return out
 
 
 def _yn(v: bool | None) -> str:
@@ -36,11 +25,11 @@ def _section(title: str, lines: Iterable[str]) -> list[str]:
 
 def render_inspection(insp: Inspection) -> list[str]:
     out = ["Disks:"]
-    out += ["  " + ln for ln in _table(
+    out += ["  " + ln for ln in table(
         [[d.device, d.source, d.format, human(d.virtual_size), d.partition_table or "none"]
          for d in insp.disks], ["device", "source", "format", "size", "table"])]
     out += ["", "Filesystems:"]
-    out += ["  " + ln for ln in _table(
+    out += ["  " + ln for ln in table(
         [[f.device, f.type, f.mountpoint or "-", human(f.size_bytes), human(f.free_bytes)
           if f.free_bytes is not None else "-", f.label or "-"] for f in insp.filesystems],
         ["device", "type", "mounted", "size", "free", "label"])]
@@ -62,13 +51,13 @@ def render_guest(g: Guest) -> list[str]:
              ["packages", f"{g.package_format or '-'} / {g.package_management or '-'}"],
              ["bootloader", g.bootloader or "-"], ["firmware needed", g.firmware_needed or "-"],
              ["VMware Tools", _yn(g.vmware_tools)]]
-    out += ["  " + ln for ln in _table(facts)]
+    out += ["  " + ln for ln in table(facts)]
     out += _section("  Mountpoints:", (f"  {mp} -> {dev}" for mp, dev in
                                        sorted(g.mountpoints.items())))
     if g.kernels is not None:
         rows = [[k.version, k.initramfs.path if k.initramfs else "(none)",
                  *(_virtio(k, m) for m in VIRTIO_MODULES)] for k in g.kernels]
-        out += ["  Kernels:"] + ["    " + ln for ln in _table(rows, ["version", "initramfs",
+        out += ["  Kernels:"] + ["    " + ln for ln in table(rows, ["version", "initramfs",
                                                                     *VIRTIO_MODULES])]
     out += _section("  fstab:", (f"  {e.line}: {e.device.spec} {e.mountpoint} {e.fstype} "
                                  f"[{e.device.kind}{_rewrite(e.device.needs_rewrite)}]"
@@ -119,7 +108,7 @@ def _windows(g: Guest) -> list[str]:
                + (f" gw {','.join(n.gateways)}" if n.gateways else "")
                + (f" dns {','.join(n.dns + n.dns6)}" if n.dns or n.dns6 else "")]
               for n in w.nics]]
-    return ["  Windows:"] + ["    " + ln for ln in _table(rows)] + \
+    return ["  Windows:"] + ["    " + ln for ln in table(rows)] + \
         [f"    error: {e}" for e in w.errors]
 
 
@@ -127,7 +116,7 @@ def render_findings(findings: list[Finding], *, verbose: bool = True) -> list[st
     shown = [f for f in findings if verbose or f.outcome != Outcome.PASSED]
     rows = [[MARK[f.outcome], f.category, f.rule_id, "; ".join(f.details) or "-"]
             for f in shown]
-    out = ["Pre-flight rules:"] + ["  " + ln for ln in _table(rows, ["outcome", "category",
+    out = ["Pre-flight rules:"] + ["  " + ln for ln in table(rows, ["outcome", "category",
                                                                     "rule", "details"])]
     for f in findings:
         if f.outcome == Outcome.FIRED:
@@ -136,7 +125,7 @@ def render_findings(findings: list[Finding], *, verbose: bool = True) -> list[st
 
 
 def render_rules(rules: Iterable[Rule]) -> list[str]:
-    return _table([[r.id, r.category, r.message] for r in rules], ["rule", "category", "message"])
+    return table([[r.id, r.category, r.message] for r in rules], ["rule", "category", "message"])
 
 
 def echo(lines: Iterable[str]) -> None:
