@@ -258,3 +258,39 @@ def test_one_failing_disk_of_several_leaves_no_output_at_all(dense: Path,
     with pytest.raises(OperationFailed, match="dense"):
         Run(jobs, o, target).execute()
     assert list(out_dir.iterdir()) == []  # other.qcow2 converted fine, but is gone too
+
+
+@pytest.mark.parametrize("sync", [True, False])
+def test_output_is_fsynced_before_its_rename_unless_no_sync(
+        dense: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str], sync: bool) -> None:
+    """The default makes the output durable before it gets its name (the file,
+    then its directory); --no-sync leaves that to the kernel, as plain qemu-img
+    does. A spy on the one fsync helper records what was flushed."""
+    from vmshift.convert import safety
+
+    flushed: list[Path] = []
+    real = safety.fsync_file
+    monkeypatch.setattr(safety, "fsync_file", lambda p: (flushed.append(Path(p)), real(p)))
+    out = tmp_path / "out.qcow2"
+    code, _ = run_cli("--no-verify", *([] if sync else ["--no-sync"]), str(dense), str(out),
+                      capsys=capsys)
+    assert code == 0 and identical(dense, out, "raw", "qcow2")
+    if sync:
+        assert len(flushed) == 2 and flushed[0].name.startswith(".out.qcow2.")
+        assert flushed[1] == tmp_path
+    else:
+        assert flushed == []
+
+
+def test_exact_estimate_is_reported_though_the_copy_did_not_wait_for_it(
+        dense: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """With room to spare, the space check passes on a bound and `qemu-img
+    measure` runs beside the copy; the report still gives measure's figure."""
+    out = tmp_path / "out.qcow2"
+    assert main(["convert", "disk", "--no-verify", "--json", str(dense), str(out)]) == 0
+    (disk,) = json.loads(capsys.readouterr().out)["disks"]
+    measured = json.loads(subprocess.run(
+        ["qemu-img", "measure", "--output=json", "-f", "raw", "-O", "qcow2", "-o",
+         "compat=1.1", str(dense)], capture_output=True, text=True, check=True).stdout)
+    assert disk["estimated_bytes"] == measured["required"]  # the figure, not the bound

@@ -68,6 +68,11 @@ def convert() -> None:
               help="Convert this many disks at once.")
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="Prove the output identical to the source (qemu-img compare).")
+@click.option("--sync/--no-sync", default=True, show_default=True,
+              help="Wait for the output to reach the disk before it gets its name. "
+                   "--no-sync returns as soon as qemu-img has written it to the page "
+                   "cache, as plain qemu-img does: a power cut soon after can leave a "
+                   "truncated file under the final name.")
 @click.option("--snapshot", help="Convert this point of the snapshot chain (a file name in "
                                  "the chain, or 'base'); "
                                  "default: the current state.")
@@ -85,7 +90,7 @@ def convert_disk(paths: tuple[str, ...], out_format: str, pool: str | None,
                  connect_uri: str | None, compress: bool, cluster_size: int | None,
                  preallocation: str, coroutines: int, out_of_order: str, target_cache: str,
                  source_cache: str, bandwidth: int | None, parallel_disks: int,
-                 verify: bool, snapshot: str | None, source_format: str | None,
+                 verify: bool, sync: bool, snapshot: str | None, source_format: str | None,
                  tmpdir: Path | None, force: bool, allow_devices: tuple[str, ...],
                  dry_run: bool, json_mode: bool) -> None:
     """Convert disk images (VMDK in every form, raw, qcow2, VDI, VHD, VHDX) to
@@ -102,10 +107,10 @@ def convert_disk(paths: tuple[str, ...], out_format: str, pool: str | None,
         out_format=out_format, compress=compress, cluster_size=cluster_size,
         preallocation=preallocation, coroutines=coroutines, out_of_order=out_of_order,
         target_cache=target_cache, source_cache=source_cache, bandwidth=bandwidth,
-        parallel_disks=parallel_disks, verify=verify, force=force, snapshot=snapshot,
+        parallel_disks=parallel_disks, verify=verify, sync=sync, force=force, snapshot=snapshot,
         source_format=source_format, tmpdir=tmpdir, pool=pool, connect=connect_uri,
         json_mode=json_mode, allow_devices=allow_devices)
-    jobs, target = plan([Path(p) for p in paths[:-1]], paths[-1], o)
+    jobs, target = plan([Path(p) for p in paths[:-1]], paths[-1], o, defer=not dry_run)
     if not dry_run:
         disks.Run(jobs, o, target).execute()
     _report(jobs, o, dry_run, json_mode)

@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING
 
 from vmshift import confine
 from vmshift.convert import formats, safety
-from vmshift.convert.disks import ConvertOptions, DiskJob, check_options, estimate
+from vmshift.convert.disks import (
+    ConvertOptions,
+    Deferred,
+    DiskJob,
+    check_options,
+    estimate,
+    upper_bound,
+)
 from vmshift.errors import BadInput, OperationFailed, bad_input
 from vmshift.units import human
 
@@ -23,14 +30,22 @@ if TYPE_CHECKING:  # libvirt is imported only when a pool is used
 SUFFIX = {"qcow2": ".qcow2", "raw": ".raw"}
 
 
-def plan(sources: list[Path], dst: str, o: ConvertOptions
+def plan(sources: list[Path], dst: str, o: ConvertOptions, *, defer: bool = False
          ) -> tuple[list[DiskJob], poolmod.PoolTarget | None]:
+    """DEFER: the run follows at once, so what only confirms (qemu-img's reading of
+    a VMDK, the exact size estimate when a bound already fits) runs beside the copy
+    instead of before it; without it (--dry-run) everything is checked now."""
     check_options(o)
     if o.snapshot is not None and len(sources) > 1:
         raise BadInput("--snapshot: only with a single source disk")
     policy = confine.Policy.of(devices=o.allow_devices, disk_dirs=o.disk_dirs)
     images = [formats.open_source(s, snapshot=o.snapshot, forced=o.source_format,
                                   policy=policy) for s in sources]
+    if not defer:
+        for img in images:
+            if img.confirm is not None:
+                img.confirm()
+                img.confirm = None
     jobs = [DiskJob(source=img) for img in images]
     target = None
     if o.pool is not None:
@@ -41,10 +56,26 @@ def plan(sources: list[Path], dst: str, o: ConvertOptions
         _name_volumes(jobs, dst, o, target)
     else:
         _place_files(jobs, Path(dst), o)
+    _estimate(jobs, o, target, defer)
+    return jobs, target
+
+
+def _estimate(jobs: list[DiskJob], o: ConvertOptions, target: poolmod.PoolTarget | None,
+              defer: bool) -> None:
+    if defer:
+        for job in jobs:
+            job.required = upper_bound(job.source, o)
+        try:
+            _check_space(jobs, o, target)
+        except OperationFailed:
+            pass  # short of the bound: the exact estimate decides
+        else:
+            for job in jobs:
+                job.estimate_later = Deferred(lambda src=job.source: estimate(src, o))
+            return
     for job in jobs:
         job.required = estimate(job.source, o)
     _check_space(jobs, o, target)
-    return jobs, target
 
 
 def _output_names(jobs: list[DiskJob], dst: str, o: ConvertOptions) -> list[str]:

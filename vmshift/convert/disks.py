@@ -47,6 +47,7 @@ class ConvertOptions:
     bandwidth: int | None = None  # bytes per second (--bandwidth)
     parallel_disks: int = 1
     verify: bool = True
+    sync: bool = True  # fsync the output (and its directory) before it is named
     force: bool = False
     snapshot: str | None = None
     source_format: str | None = None
@@ -62,12 +63,37 @@ class ConvertOptions:
     after_convert: Callable[[Path], None] | None = None
 
 
+class Deferred:
+    """Work that need not hold up the copy (qemu-img's confirmation of the
+    source, the exact size estimate), run in a thread beside it."""
+
+    def __init__(self, fn: Callable[[], object]) -> None:
+        self._value: object = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn,), name="deferred",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Callable[[], object]) -> None:
+        try:
+            self._value = fn()
+        except BaseException as exc:  # handed to whoever waits for the result
+            self._error = exc
+
+    def result(self) -> object:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
 @dataclass
 class DiskJob:
     source: formats.SourceImage
     dst: Path | None = None  # final file (file output)
     volume: str | None = None  # volume name (pool output)
-    required: int = 0  # bytes the output will occupy, estimated
+    required: int = 0  # bytes the output will occupy, estimated (or bounded, see plan)
+    estimate_later: Deferred | None = None  # the exact estimate, when the bound sufficed
     temp: Path | None = None
     seconds: float = 0.0
     out_bytes: int = 0
@@ -78,9 +104,17 @@ class DiskJob:
         return {"source": str(self.source.given), "read": str(self.source.path),
                 "source_format": self.source.kind, "virtual_size": self.source.virtual_size,
                 "output": str(self.dst) if self.dst else None, "volume": self.volume,
-                "estimated_bytes": self.required, "output_bytes": self.out_bytes,
+                "estimated_bytes": self.estimated(), "output_bytes": self.out_bytes,
                 "seconds": round(self.seconds, 3), "verified": self.verified,
                 "qemu_img": ["qemu-img", *self.argv]}
+
+    def estimated(self) -> int:
+        if self.estimate_later is not None:
+            try:
+                return int(self.estimate_later.result())  # type: ignore[call-overload]
+            except Exception:  # the report keeps the bound the space check used
+                return self.required
+        return self.required
 
 
 def check_options(o: ConvertOptions) -> None:
@@ -134,6 +168,16 @@ def estimate(src: formats.SourceImage, o: ConvertOptions) -> int:
     if o.preallocation != "off":
         return src.virtual_size
     return qemuimg.allocated_bytes(src.path, src.format)
+
+
+def upper_bound(src: formats.SourceImage, o: ConvertOptions) -> int:
+    """The most the output can occupy, known without reading the source: the
+    virtual size, plus for qcow2 an L2 entry and a refcount per cluster and a
+    few clusters of header and tables (generously)."""
+    if o.out_format != "qcow2":
+        return src.virtual_size
+    cluster = o.cluster_size or 64 * 1024
+    return src.virtual_size + (src.virtual_size // cluster + 1) * 16 + 16 * cluster + 2**20
 
 
 def convert_args(job: DiskJob, target: Path, o: ConvertOptions) -> ConvertArgs:
@@ -204,9 +248,13 @@ class Run:
         # A file output is fsynced at commit: write it back while qemu-img copies.
         # A staged upload is deleted after the upload and never needs the disk.
         job.argv = args.argv()
-        with safety.writeback(staging) if job.dst is not None else contextlib.nullcontext():
+        confirm = Deferred(job.source.confirm) if job.source.confirm is not None else None
+        durable = job.dst is not None and self.o.sync
+        with safety.writeback(staging) if durable else contextlib.nullcontext():
             proc = qemuimg.run_with_progress(job.argv, self.progress.converter(index),
                                              what="convert")
+        if confirm is not None:
+            confirm.result()  # qemu-img's refusal of the source says more than the copy's
         if proc.returncode != 0:
             raise _convert_error(job, staging, proc)
         self.progress.finish(index, "convert")
@@ -252,7 +300,7 @@ class Run:
     def _commit(self) -> None:
         for job in self.jobs:
             if job.dst is not None and job.temp is not None:
-                safety.commit(job.temp, job.dst, force=self.o.force)
+                safety.commit(job.temp, job.dst, force=self.o.force, sync=self.o.sync)
                 if not self.o.force:
                     # Until the last disk is committed, an earlier one is still "partial"
                     # as far as the VM is concerned: undo it if a later commit fails.

@@ -8,6 +8,7 @@ picked the wrong file, and converting it would produce a wrong disk.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +36,10 @@ class SourceImage:
     files: list[Path] = field(default_factory=list)  # every file read (chain + extents)
     chain: list[Path] = field(default_factory=list)  # top .. base
     stream_optimized: bool = False
+    # qemu-img's own reading of the source, which only confirms what our parser
+    # found: run alongside the copy (it costs a process start) or, with
+    # --dry-run, before the plan is printed. BadInput when it disagrees.
+    confirm: Callable[[], None] | None = None
 
 
 def sniff(path: Path) -> str:
@@ -116,11 +121,10 @@ def _open_vmdk(given: Path, snapshot: str | None, policy: confine.Policy | None)
     top = chain[[d.path for d in chain].index(chosen)]
     sub = chain[chain.index(top):]
     files = [d.path for d in sub] + [e.path for d in sub for e in d.extents if e.path]
-    data = _vmdk_info(top)
     stream = bool(top.header and top.header.stream_optimized)
     return SourceImage(given, chosen, "vmdk", f"vmdk ({top.create_type})",
-                       int(data["virtual-size"]), _unique(files), [d.path for d in chain],
-                       stream)
+                       top.capacity_bytes, _unique(files), [d.path for d in chain],
+                       stream, confirm=lambda: _confirm_vmdk(top))
 
 
 def _check_vmdk(desc: vmdk.VmdkDescriptor) -> None:
@@ -154,6 +158,13 @@ def _vmdk_info(desc: vmdk.VmdkDescriptor) -> dict[str, object]:
         # variant; say "unsupported" clearly rather than pass on a raw qemu message.
         raise bad_input(desc.path, f"unsupported {desc.create_type} VMDK (qemu-img cannot "
                                    f"read it): {exc.message.split(': ', 1)[-1]}") from None
+
+
+def _confirm_vmdk(desc: vmdk.VmdkDescriptor) -> None:
+    size = int(_vmdk_info(desc)["virtual-size"])
+    if size != desc.capacity_bytes:
+        raise bad_input(desc.path, f"its extents add up to {desc.capacity_bytes} bytes, but "
+                                   f"qemu-img reads a {size}-byte disk")
 
 
 def _open_generic(given: Path, fmt: str, snapshot: str | None,

@@ -50,9 +50,11 @@ def temp_name(final: Path) -> Path:
     return final.with_name(f".{final.name}.vmshift-{os.getpid()}-{os.urandom(3).hex()}.part")
 
 
-def commit(temp: Path, final: Path, *, force: bool) -> None:
-    """Move a finished temp file into place; never clobber unless --force."""
-    fsync_file(temp)
+def commit(temp: Path, final: Path, *, force: bool, sync: bool = True) -> None:
+    """Move a finished temp file into place; never clobber unless --force.
+    SYNC: its data on disk first, so the name never points at a partial file."""
+    if sync:
+        fsync_file(temp)
     if force:
         os.replace(temp, final)
     else:
@@ -62,7 +64,8 @@ def commit(temp: Path, final: Path, *, force: bool) -> None:
             raise OperationFailed(f"{final} appeared during the conversion; not "
                                   "overwritten (use --force)") from None
         os.unlink(temp)
-    _fsync_dir(final.parent)
+    if sync:
+        _fsync_dir(final.parent)
 
 
 # How often the kernel is asked to write back what qemu-img wrote since the last time.
