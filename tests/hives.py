@@ -100,3 +100,38 @@ def pe32plus() -> bytes:
     struct.pack_into("<H", opt, 68, 3)  # console subsystem
     struct.pack_into("<I", opt, 108, 16)
     return bytes(dos) + coff + bytes(opt) + b"\0" * 512
+
+
+# --- reading back (the tests' own decoding, independent of vmshift's) ---
+
+
+def node(h, path: str):  # type: ignore[no-untyped-def]
+    """The key at PATH ("A\\B") in an open hivex handle, or None."""
+    n = h.root()
+    for part in path.split("\\"):
+        n = h.node_get_child(n, part)
+        if n is None:
+            return None
+    return n
+
+
+def values(h, path: str) -> dict[str, tuple[int, object]]:  # type: ignore[no-untyped-def]
+    """{name: (type, decoded)} of one key."""
+    n = node(h, path)
+    assert n is not None, f"missing key {path}"
+    out: dict[str, tuple[int, object]] = {}
+    for v in h.node_values(n):
+        t = h.value_type(v)[0]
+        decoded = h.value_dword(v) if t == REG_DWORD else \
+            multi_sz(h.value_value(v)[1]) if t == REG_MULTI_SZ else \
+            h.value_value(v)[1] if t == REG_BINARY else h.value_string(v)
+        out[h.value_key(v)] = (t, decoded)
+    return out
+
+
+def multi_sz(raw: bytes) -> list[str]:
+    """REG_MULTI_SZ decoded by the format (hivex 1.3.23's value_multiple_strings adds a
+    trailing "" to every properly terminated list)."""
+    text = raw.decode("utf-16-le")
+    assert text.endswith("\0\0") or text == "\0", f"bad REG_MULTI_SZ terminator: {raw!r}"
+    return text[:-2].split("\0") if len(text) > 1 else []

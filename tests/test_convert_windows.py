@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
+from tests.hives import node, values
 from tests.inspect_images import sha256
 from tests.windows_images import (
     SPECS,
@@ -42,8 +43,11 @@ SERVICE_GUESTS = {"win2019", "win2008r2"}
 
 
 def vmshift(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`python -m vmshift ARGS`; the caller's virtio-win and service wrapper never
+    leak in: each test says which it gives (ENV)."""
+    plain = {k: v for k, v in os.environ.items() if k not in ("VIRTIO_WIN", "VMSHIFT_SRVANY")}
     return subprocess.run([sys.executable, "-m", "vmshift", *args], capture_output=True,
-                          text=True, env={**os.environ, **(env or {})}, timeout=900)
+                          text=True, env={**plain, **(env or {})}, timeout=900)
 
 
 @dataclass
@@ -129,30 +133,9 @@ def converted(tmp_path_factory) -> dict[str, Converted]:
             for n in GUESTS}
 
 
-def _key(h, path: str):
-    node = h.root()
-    for part in path.split("\\"):
-        node = h.node_get_child(node, part)
-        if node is None:
-            return None
-    return node
-
-
 def _values(h, path: str) -> dict:
-    node = _key(h, path)
-    assert node is not None, f"no key {path}"
-    out = {}
-    for v in h.node_values(node):
-        kind, raw = h.value_value(v)
-        if kind in (1, 2):
-            out[h.value_key(v)] = raw.decode("utf-16-le").rstrip("\0")
-        elif kind == 4:
-            out[h.value_key(v)] = int.from_bytes(raw, "little")
-        elif kind == 7:
-            out[h.value_key(v)] = [s for s in raw.decode("utf-16-le").split("\0") if s]
-        else:
-            out[h.value_key(v)] = raw
-    return out
+    """The key's values, decoded (their types are the hive reader's to check)."""
+    return {name: data for name, (_, data) in values(h, path).items()}
 
 
 @pytest.mark.parametrize("name", GUESTS)
@@ -162,7 +145,7 @@ def test_boot_driver_starts_at_boot_from_system32(converted, name):
     assert _values(c.hives["SYSTEM"], f"{ccs}\\Services\\viostor") == {
         "Type": 1, "Start": 0, "Group": "SCSI miniport", "ErrorControl": 1,
         "ImagePath": "system32\\drivers\\viostor.sys"}
-    assert _key(c.hives["SYSTEM.vmshift-orig"], f"{ccs}\\Services\\viostor") is None
+    assert node(c.hives["SYSTEM.vmshift-orig"], f"{ccs}\\Services\\viostor") is None
     assert c.files["/windows/system32/drivers/viostor.sys"] == \
         f"fake viostor {SPECS[name].virtio_os} amd64 sys\n".encode()
 
@@ -175,9 +158,9 @@ def test_boot_driver_is_bound_to_the_virtio_controllers(converted, name):
         for pci in VIOSTOR_IDS:
             assert _values(h, f"{cdd}\\PCI#{pci}") == {"Service": "viostor",
                                                        "ClassGUID": STORAGE_CLASS}
-        assert _key(h, "DriverDatabase") is None
+        assert node(h, "DriverDatabase") is None
         return
-    assert _key(h, f"{cdd}\\PCI#{VIOSTOR_IDS[0]}") is None
+    assert node(h, f"{cdd}\\PCI#{VIOSTOR_IDS[0]}") is None
     label = _values(h, "DriverDatabase\\DriverInfFiles\\viostor.inf")["Active"]
     assert label.startswith("viostor.inf_amd64_")
     package = _values(h, f"DriverDatabase\\DriverPackages\\{label}")
@@ -214,7 +197,7 @@ def test_first_boot_is_registered_once(converted, name):
     command = 'powershell.exe -NoProfile -NonInteractive -ExecutionPolicy Bypass -File ' \
               '"C:\\ProgramData\\vmshift\\firstboot.ps1"'
     run_once = _values(c.hives["SOFTWARE"], "Microsoft\\Windows\\CurrentVersion\\RunOnce")
-    service = _key(c.hives["SYSTEM"], "ControlSet001\\Services\\vmshift-firstboot")
+    service = node(c.hives["SYSTEM"], "ControlSet001\\Services\\vmshift-firstboot")
     if name in SERVICE_GUESTS:
         assert "vmshift-firstboot" not in run_once
         values = _values(c.hives["SYSTEM"], "ControlSet001\\Services\\vmshift-firstboot")
@@ -287,8 +270,8 @@ def test_domain_xml_puts_disk_and_nic_on_virtio(converted, name):
 
 def test_hives_are_backed_up_once_beside_themselves(converted):
     h = converted["win2019"].hives["SYSTEM.vmshift-orig"]
-    assert _key(h, "ControlSet001\\Services\\pvscsi") is not None
-    assert _key(h, "ControlSet001\\Services\\vmshift-firstboot") is None
+    assert node(h, "ControlSet001\\Services\\pvscsi") is not None
+    assert node(h, "ControlSet001\\Services\\vmshift-firstboot") is None
 
 
 # --- refusals, --dry-run and the emulated fallback: real inspections of real images ---
@@ -303,15 +286,9 @@ def fresh_disks(tmp_path_factory) -> dict[str, Path]:
                                           "win2012r2": {"hibernated": True}})
 
 
-def _plain_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in ("VIRTIO_WIN", "VMSHIFT_SRVANY")}
-
-
 def _run(disk: Path, name: str, out: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "vmshift", "convert", "vm", "--disk", str(disk),
-                           "--mac", SPECS[name].mac, "--output", "local", "--output-dir",
-                           str(out), "--json", *extra], capture_output=True, text=True,
-                          env=_plain_env(), timeout=900)
+    return vmshift("convert", "vm", "--disk", str(disk), "--mac", SPECS[name].mac, "--output",
+                   "local", "--output-dir", str(out), "--json", *extra)
 
 
 def test_fast_startup_and_hibernated_image_refuse_before_any_change(fresh_disks, tmp_path):
@@ -319,11 +296,9 @@ def test_fast_startup_and_hibernated_image_refuse_before_any_change(fresh_disks,
     appliance launch shows each blocker, per root."""
     disks = [fresh_disks["win10"], fresh_disks["win2012r2"]]
     before = [sha256(d) for d in disks]
-    run = subprocess.run([sys.executable, "-m", "vmshift", "convert", "vm", "--disk",
-                          str(disks[0]), "--disk", str(disks[1]), "--output", "local",
-                          "--output-dir", str(tmp_path / "out"), "--virtio-win",
-                          str(build_virtio_win(tmp_path / "vw")), "--json"],
-                         capture_output=True, text=True, env=_plain_env(), timeout=900)
+    run = vmshift("convert", "vm", "--disk", str(disks[0]), "--disk", str(disks[1]),
+                  "--output", "local", "--output-dir", str(tmp_path / "out"), "--virtio-win",
+                  str(build_virtio_win(tmp_path / "vw")), "--json")
     assert run.returncode == 3, run.stderr[-2000:]
     doc = json.loads(run.stdout)
     assert doc["outcome"] == "blocked" and doc["blockers"] == ["guest.windows_hibernation"]
