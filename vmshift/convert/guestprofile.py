@@ -97,11 +97,9 @@ def _linux_virtio(result: GuestProfile, guest: Any) -> None:
 
 def _windows_virtio(result: GuestProfile, guest: Any) -> None:
     windows = getattr(guest, "windows", None)
-    services = getattr(windows, "services", None) or {}
     if windows is None:
         return
-    have = {kind: bool(services.get(name) and getattr(services[name], "present", False))
-            for kind, name in WINDOWS_VIRTIO_SERVICES.items()}
+    have = {kind: windows.has_service(name) for kind, name in WINDOWS_VIRTIO_SERVICES.items()}
     result.virtio_blk, result.virtio_scsi, result.virtio_net = (
         have["blk"], have["scsi"], have["net"])
     if not (have["blk"] or have["scsi"]):

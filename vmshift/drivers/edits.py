@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import posixpath
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -202,3 +203,17 @@ def mount_rw(g: Any, guest: Any) -> None:
         except RuntimeError as exc:
             raise OperationFailed(f"cannot mount {guest.mountpoints[mp]} on {mp} "
                                   f"read-write in the overlay: {exc}") from exc
+
+
+def change_guest(g: Any, guest: Any, plan: Callable[[], Any], *, dry_run: bool) -> Any:
+    """Mount GUEST writable, call PLAN (a driver's result, with ``.plan`` and
+    ``.applied``), and unless DRY_RUN apply it; unmounted whatever happens."""
+    mount_rw(g, guest)
+    try:
+        result = plan()
+        if not dry_run:
+            result.applied = apply_edits(g, result.plan)
+            g.sync()
+    finally:
+        g.umount_all()
+    return result

@@ -176,6 +176,11 @@ class WindowsInfo:
     device_path: str | None = None  # where Plug and Play looks for drivers
     errors: list[str] = field(default_factory=list)
 
+    def has_service(self, *names: str) -> bool:
+        """Any of NAMES is an installed service (viostor, vioscsi, netkvm)."""
+        return any(self.services.get(n) is not None and self.services[n].present
+                   for n in names)
+
 
 @dataclass
 class Guest:

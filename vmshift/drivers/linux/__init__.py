@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from vmshift.drivers.edits import Applied, EditPlan, PlannedFiles, apply_edits, mount_rw
+from vmshift.drivers.edits import Applied, EditPlan, PlannedFiles, change_guest
 from vmshift.drivers.linux import blockdev, bootloader, initramfs, network, tools
 from vmshift.inspect.files import GuestFiles, GuestfsFiles
 from vmshift.inspect.result import Filesystem, Guest
@@ -75,12 +75,6 @@ def plan_linux(files: GuestFiles, guest: Guest, filesystems: list[Filesystem],
 def convert_linux(g: Any, guest: Guest, filesystems: list[Filesystem], nics: list[Nic],
                   opts: LinuxOptions, *, dry_run: bool) -> LinuxResult:
     """Plan, and unless DRY_RUN apply, the Linux changes in the mounted overlay."""
-    mount_rw(g, guest)
-    try:
-        result = plan_linux(GuestfsFiles(g), guest, filesystems, nics, opts)
-        if not dry_run:
-            result.applied = apply_edits(g, result.plan)
-            g.sync()
-    finally:
-        g.umount_all()
-    return result
+    return change_guest(  # type: ignore[no-any-return]
+        g, guest, lambda: plan_linux(GuestfsFiles(g), guest, filesystems, nics, opts),
+        dry_run=dry_run)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vmshift.drivers.edits import Applied, Edit, EditPlan, apply_edits, mount_rw
+from vmshift.drivers.edits import Applied, Edit, EditPlan, change_guest
 from vmshift.drivers.windows import catalogue, drivers, firstboot
 from vmshift.drivers.windows.virtiowin import Selection, open_virtio_win
 from vmshift.errors import BadInput, OperationFailed
@@ -51,8 +51,7 @@ class WindowsResult:
 
 
 def has_virtio(guest: Guest, names: tuple[str, ...]) -> bool:
-    services = guest.windows.services if guest.windows else {}
-    return any(services.get(n) is not None and services[n].present for n in names)
+    return guest.windows is not None and guest.windows.has_service(*names)
 
 
 def _version(guest: Guest) -> tuple[int, int, int]:
@@ -150,13 +149,8 @@ def resolver(g: Any) -> drivers.Resolve:
 def convert_windows(g: Any, guest: Guest, nics: list[Nic], opts: WindowsOptions, *,
                     dry_run: bool) -> WindowsResult:
     """Plan, and unless DRY_RUN apply, the Windows changes in the mounted overlay."""
-    mount_rw(g, guest)
-    try:
-        with tempfile.TemporaryDirectory(prefix="vmshift-virtio-win-") as work:
-            result = plan_windows(guest, nics, opts, resolver(g), Path(work))
-            if not dry_run:
-                result.applied = apply_edits(g, result.plan)
-                g.sync()
-    finally:
-        g.umount_all()
-    return result
+    # The host copies of the drivers live until they are uploaded.
+    with tempfile.TemporaryDirectory(prefix="vmshift-virtio-win-") as work:
+        return change_guest(  # type: ignore[no-any-return]
+            g, guest, lambda: plan_windows(guest, nics, opts, resolver(g), Path(work)),
+            dry_run=dry_run)

@@ -81,7 +81,7 @@ def virtio_missing_windows(vm: VirtualMachine, insp: Inspection | None, p: dict,
         services = g.windows.services if g.windows else {}
         if not services:
             unknown = True
-        elif not any(services[s].present for s in ("viostor", "vioscsi") if s in services):
+        elif not g.windows.has_service("viostor", "vioscsi"):  # type: ignore[union-attr]
             out.append(f"{_label(g)}: no viostor or vioscsi service")
     return None if unknown and not out else out
 
