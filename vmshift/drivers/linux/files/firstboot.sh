@@ -11,6 +11,16 @@ say "start"
 if command -v systemctl >/dev/null 2>&1; then
     timeout 600 systemctl is-system-running --wait >/dev/null 2>&1
 fi
+# An interface being brought up can show its address a moment before its UP
+# flag (seen once under TCG): give links that have an address up to 20 s. One
+# that stays down is still reported down.
+links_settled() {
+    for dev in $(ip -o addr show scope global | awk '{print $2}' | sort -u); do
+        ip -o link show "$dev" | grep -q '[<,]UP[,>]' || return 1
+    done
+}
+waited=0
+while ! links_settled && [ "$waited" -lt 20 ]; do sleep 1; waited=$((waited + 1)); done
 report() { echo "vmshift-report: $*"; echo "$(date '+%F %T') report: $*" >> "$LOG"; }
 ip -o link show | awk '{name=$2; sub(":$", "", name); sub("@.*", "", name);
     state="DOWN"; if ($3 ~ /[<,]UP[,>]/) state="UP";
