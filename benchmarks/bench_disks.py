@@ -1,12 +1,13 @@
 """Disk conversion speed: vmshift against what an admin runs by hand, side by side.
 
-Two comparisons, each measured as N interleaved pairs (vmshift, by hand,
+Three comparisons, each measured as N interleaved pairs (vmshift, by hand,
 vmshift, by hand, ...) with a warm page cache and with a cold one:
 
 - ``vmshift convert disk --no-verify SRC DST`` against a plain
-  ``qemu-img convert -O qcow2 SRC DST`` (goal: at most 1.1x);
-- ``vmshift convert disk --no-verify --no-sync`` against the same: like plain
+  ``qemu-img convert -O qcow2 SRC DST`` (goal: at most 1.1x); like plain
   qemu-img, it returns without waiting for the output to reach the disk;
+- ``vmshift convert disk --no-verify --sync`` against the same, compared on
+  "durable" time (qemu-img's output fsynced too), so both do the same work;
 - ``vmshift convert disk SRC DST`` (verified, the default) against
   ``qemu-img convert -O qcow2 SRC DST`` followed by ``qemu-img compare SRC DST``,
   what a careful admin runs (goal: at most 1.0x).
@@ -19,8 +20,9 @@ Warm: the source is read once before the pairs and stays cached. Cold:
 ``sync; echo 3 > /proc/sys/vm/drop_caches`` before every command (needs root).
 "exit" is the wall time until the command (or the admin's two commands) has
 exited: what the user waits for. "durable" adds an fsync of the output: vmshift
-fsyncs before its rename, plain qemu-img (cache 'unsafe') leaves the output in
-the page cache, so "durable" compares the same work. A ratio is the median of
+fsyncs before its rename when verifying or given --sync, plain qemu-img (cache
+'unsafe') leaves the output in the page cache, so "durable" compares the same
+work. A ratio is the median of
 the per-pair ratios (the two commands of a pair run back to back, under the
 same load).
 
@@ -156,13 +158,19 @@ def pairs(a: list[list[str]], b: list[list[str]], out: Path, cold: bool, n: int,
     return got_a, got_b
 
 
-def summary(cache: str, what: str, goal: float, a: list[Times], b: list[Times]) -> str:
+def summary(cache: str, what: str, goal: float, a: list[Times], b: list[Times],
+            durable: bool = False) -> str:
+    """One table row; the goal is judged on exit time, or on durable time when
+    both sides fsync (``durable``)."""
     exit_ratio = statistics.median(x[0] / y[0] for x, y in zip(a, b, strict=True))
     durable_ratio = statistics.median(x[1] / y[1] for x, y in zip(a, b, strict=True))
     med = [statistics.median(t[k] for t in ts) for ts in (a, b) for k in (0, 1)]
-    verdict = "met" if exit_ratio <= goal else "NOT met"
+    judged = durable_ratio if durable else exit_ratio
+    verdict = "met" if judged <= goal else "NOT met"
+    ex, du = (f"{exit_ratio:.2f}x", f"**{durable_ratio:.2f}x**") if durable else \
+        (f"**{exit_ratio:.2f}x**", f"{durable_ratio:.2f}x")
     return (f"| {cache} | {what} | {med[0]:.2f} / {med[1]:.2f} | {med[2]:.2f} / {med[3]:.2f} "
-            f"| **{exit_ratio:.2f}x** | {durable_ratio:.2f}x | <= {goal:.1f}x: {verdict} |")
+            f"| {ex} | {du} | <= {goal:.1f}x: {verdict} |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,6 +181,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="read the streamOptimized VMDK instead of the monolithicSparse one")
     args = ap.parse_args(argv)
     label, sparse, stream = inputs()
+    # Time the program as installed (make setup compiles it): sources edited
+    # since then would otherwise be recompiled on every run.
+    subprocess.run([sys.executable, "-m", "compileall", "-q",
+                    str(Path(__file__).resolve().parents[1] / "vmshift")], check=True)
     src = stream if args.stream else sparse
     info = subprocess.run(["qemu-img", "info", str(src)], capture_output=True, text=True)
     print(f"input: {label}: {src}\n" + "\n".join(info.stdout.splitlines()[1:4]))
@@ -183,20 +195,20 @@ def main(argv: list[str] | None = None) -> int:
     compare = ["qemu-img", "compare", str(src), str(out)]
     vmshift = [VMSHIFT, "convert", "disk", str(src), str(out)]
     no_verify = [VMSHIFT, "convert", "disk", "--no-verify", str(src), str(out)]
-    no_sync = [VMSHIFT, "convert", "disk", "--no-verify", "--no-sync", str(src), str(out)]
+    synced = [VMSHIFT, "convert", "disk", "--no-verify", "--sync", str(src), str(out)]
     rows = []
     try:
         for cache in ("warm", "cold") if args.cache == "both" else (args.cache,):
             cold = cache == "cold"
             warm(src)
-            for argvs in ([no_verify], [no_sync], [convert], [vmshift], [convert, compare]):
+            for argvs in ([no_verify], [synced], [convert], [vmshift], [convert, compare]):
                 timed(argvs, out, cold=False)  # once untimed: binaries and source cached
             print(f"{cache} cache:", flush=True)
             a, b = pairs([no_verify], [convert], out, cold, args.pairs, "--no-verify")
             rows.append(summary(cache, "`--no-verify` vs `qemu-img convert`", 1.1, a, b))
-            a, b = pairs([no_sync], [convert], out, cold, args.pairs, "--no-sync")
-            rows.append(summary(cache, "`--no-verify --no-sync` vs `qemu-img convert`", 1.1,
-                                a, b))
+            a, b = pairs([synced], [convert], out, cold, args.pairs, "--sync")
+            rows.append(summary(cache, "`--no-verify --sync` vs `qemu-img convert` + fsync",
+                                1.1, a, b, durable=True))
             a, b = pairs([vmshift], [convert, compare], out, cold, args.pairs, "verified")
             rows.append(summary(cache, "verified vs `qemu-img convert` + `compare`", 1.0, a, b))
     finally:

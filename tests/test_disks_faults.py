@@ -260,21 +260,23 @@ def test_one_failing_disk_of_several_leaves_no_output_at_all(dense: Path,
     assert list(out_dir.iterdir()) == []  # other.qcow2 converted fine, but is gone too
 
 
-@pytest.mark.parametrize("sync", [True, False])
-def test_output_is_fsynced_before_its_rename_unless_no_sync(
+@pytest.mark.parametrize(("flags", "sync"), [
+    ((), True), (("--no-verify",), False), (("--no-verify", "--sync"), True),
+    (("--no-sync",), False)])
+def test_output_is_fsynced_before_its_rename_when_asked(
         dense: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str], sync: bool) -> None:
-    """The default makes the output durable before it gets its name (the file,
-    then its directory); --no-sync leaves that to the kernel, as plain qemu-img
-    does. A spy on the one fsync helper records what was flushed."""
+        capsys: pytest.CaptureFixture[str], flags: tuple[str, ...], sync: bool) -> None:
+    """The verified default makes the output durable before it gets its name
+    (the file, then its directory); --no-verify leaves that to the kernel, as
+    plain qemu-img does, unless --sync asks for it. A spy on the one fsync
+    helper records what was flushed."""
     from vmshift.convert import safety
 
     flushed: list[Path] = []
     real = safety.fsync_file
     monkeypatch.setattr(safety, "fsync_file", lambda p: (flushed.append(Path(p)), real(p)))
     out = tmp_path / "out.qcow2"
-    code, _ = run_cli("--no-verify", *([] if sync else ["--no-sync"]), str(dense), str(out),
-                      capsys=capsys)
+    code, _ = run_cli(*flags, str(dense), str(out), capsys=capsys)
     assert code == 0 and identical(dense, out, "raw", "qcow2")
     if sync:
         assert len(flushed) == 2 and flushed[0].name.startswith(".out.qcow2.")

@@ -59,7 +59,7 @@ def convert() -> None:
               help="qemu-img -W; auto = only for raw or preallocated outputs.")
 @click.option("--cache", "target_cache", type=click.Choice(CACHE_MODES),
               default=disks.DEFAULT_TARGET_CACHE, show_default=True,
-              help="Output cache mode (-t); the output is fsynced before it is renamed.")
+              help="Output cache mode (-t); a synced output is fsynced before it is renamed.")
 @click.option("--source-cache", type=click.Choice(CACHE_MODES),
               default=disks.DEFAULT_SOURCE_CACHE, show_default=True,
               help="Source cache mode (-T).")
@@ -68,11 +68,11 @@ def convert() -> None:
               help="Convert this many disks at once.")
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="Prove the output identical to the source (qemu-img compare).")
-@click.option("--sync/--no-sync", default=True, show_default=True,
-              help="Wait for the output to reach the disk before it gets its name. "
-                   "--no-sync returns as soon as qemu-img has written it to the page "
-                   "cache, as plain qemu-img does: a power cut soon after can leave a "
-                   "truncated file under the final name.")
+@click.option("--sync/--no-sync", default=None,
+              help="Wait for the output to reach the disk before it gets its name "
+                   "[default: sync when verifying, as the careful path; with "
+                   "--no-verify, no sync, as plain qemu-img]. Without it a power cut "
+                   "soon after can leave a truncated file under the final name.")
 @click.option("--snapshot", help="Convert this point of the snapshot chain (a file name in "
                                  "the chain, or 'base'); "
                                  "default: the current state.")
@@ -90,7 +90,7 @@ def convert_disk(paths: tuple[str, ...], out_format: str, pool: str | None,
                  connect_uri: str | None, compress: bool, cluster_size: int | None,
                  preallocation: str, coroutines: int, out_of_order: str, target_cache: str,
                  source_cache: str, bandwidth: int | None, parallel_disks: int,
-                 verify: bool, sync: bool, snapshot: str | None, source_format: str | None,
+                 verify: bool, sync: bool | None, snapshot: str | None, source_format: str | None,
                  tmpdir: Path | None, force: bool, allow_devices: tuple[str, ...],
                  dry_run: bool, json_mode: bool) -> None:
     """Convert disk images (VMDK in every form, raw, qcow2, VDI, VHD, VHDX) to
@@ -103,6 +103,9 @@ def convert_disk(paths: tuple[str, ...], out_format: str, pool: str | None,
     """
     if len(paths) < 2:
         raise BadInput("convert disk: give at least one SRC and a DST")
+    # --no-verify asks for qemu-img's guarantees and speed: the kernel writes the
+    # output back after exit. The verified default is the careful path, durable too.
+    sync = verify if sync is None else sync
     o = disks.ConvertOptions(
         out_format=out_format, compress=compress, cluster_size=cluster_size,
         preallocation=preallocation, coroutines=coroutines, out_of_order=out_of_order,
