@@ -95,9 +95,11 @@ def not_built(command: str, issue: int) -> NoReturn:
     raise NotBuilt(f"`vmshift {command}` is not built yet (tracked in issue {issue})")
 
 
-def not_built_command(name: str, issue: int, summary: str) -> click.Command:
+def not_built_command(name: str, issue: int, summary: str, *,
+                      full_name: str | None = None) -> click.Command:
     """A placeholder for a command not built yet: --help describes it; any other use,
-    whatever its arguments, says so in one line and exits 1 (never a usage error)."""
+    whatever its arguments, says so in one line and exits 1 (never a usage error).
+    FULL_NAME is what the message calls it (``plan run`` for a subcommand)."""
 
     @click.command(name=name, help=f"{summary.rstrip('.')} (not built yet).",
                    context_settings={"ignore_unknown_options": True,
@@ -105,6 +107,6 @@ def not_built_command(name: str, issue: int, summary: str) -> click.Command:
     @click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="...")
     @json_option
     def command(args: tuple[str, ...], json_mode: bool) -> None:
-        not_built(name, issue)
+        not_built(full_name or name, issue)
 
     return command

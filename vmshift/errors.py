@@ -18,7 +18,8 @@ class VmshiftError(Exception):
     exit_code = EXIT_FAILED
 
     def __init__(self, message: str, *, detail: object | None = None,
-                 document: tuple[str, dict[str, object]] | None = None) -> None:
+                 document: tuple[str, dict[str, object]] | None = None,
+                 lines: list[str] | None = None) -> None:
         super().__init__(message)
         self.message = message
         # Extra structured data for --json output (e.g. findings).
@@ -27,6 +28,10 @@ class VmshiftError(Exception):
         # prints instead of an error document (a refused inspection, a doctor
         # report with a failed check). Its "outcome" says how it ended.
         self.document = document
+        # Several problems reported at once (a plan's every mistake): stderr gets
+        # one "vmshift: error: LINE" per entry instead of MESSAGE, which then only
+        # summarises them (in the --json document).
+        self.lines = lines
 
 
 class OperationFailed(VmshiftError):

@@ -36,8 +36,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from vmshift import textfile
 from vmshift.convert.vmx.paths import DATASTORE_REF, inside
-from vmshift.errors import BadInput, bad_input
+from vmshift.errors import BadInput
 
 if TYPE_CHECKING:
     from vmshift.model import Nic
@@ -163,17 +164,7 @@ class _Entry:
 
 
 def _file_lines(path: Path) -> Iterator[tuple[int, str]]:
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_MAP_BYTES + 1)
-    except OSError as exc:
-        raise bad_input(path, f"cannot read map file: {exc.strerror}") from None
-    if len(data) > MAX_MAP_BYTES or b"\x00" in data:
-        raise bad_input(path, "not a map file (binary or larger than 1 MiB)")
-    try:
-        text = data.decode("utf-8").removeprefix("\ufeff")
-    except UnicodeDecodeError:
-        raise bad_input(path, "not UTF-8 text") from None
+    text = textfile.read_text(path, "map file", MAX_MAP_BYTES)
     for number, line in enumerate(text.splitlines(), start=1):
         if line.strip() and not line.lstrip().startswith("#"):
             yield number, line.strip()
@@ -246,6 +237,17 @@ def parse_storage_map(value: str, option: str = "--storage-map") -> StorageMap:
         table_of = storage.datastores if table == "datastore" else storage.prefixes
         table_of[key] = (entry.kind, _storage_target(entry))
     return storage
+
+
+def parse_priority_map(value: str, option: str = "--priority-file") -> dict[str, int]:
+    """A map file or inline ``DOMAIN=PRIORITY,...`` -> {domain: priority}."""
+    priorities: dict[str, int] = {}
+    for entry in _entries(value, option, ("priority",)):
+        try:
+            priorities[entry.source] = int(entry.target)
+        except ValueError:
+            raise entry.error(f"{entry.target!r}: a priority is an integer") from None
+    return priorities
 
 
 def _storage_source(entry: _Entry) -> tuple[str, str, str]:
