@@ -14,7 +14,7 @@ from typing import Any
 
 import libvirt
 
-from vmshift.testbed import state
+from vmshift.testbed import libvirthost, procs, state
 from vmshift.testbed.hosts import TestHost
 
 VMSHIFT = str(Path(sys.executable).parent / "vmshift")
@@ -122,3 +122,26 @@ def daemon_logs(*hosts: TestHost, lines: int = 40) -> str:
             text = log.read_text(errors="replace").splitlines()[-lines:]
             parts.append(f"--- {h.bed}/{h.name} {log.relative_to(logdir)}\n" + "\n".join(text))
     return "\n".join(parts)
+
+
+def libvirtd_pid(bed: str, host_name: str) -> int:
+    st = state.read_state(bed)
+    return int(next(x for x in st["hosts"] if x["name"] == host_name)["libvirtd"]["pid"])
+
+
+def restart_libvirtd(bed: str, host_name: str, stop_first: bool = False) -> None:
+    """Repair: start the host's libvirtd again in its namespaces (the holder
+    process keeping them is untouched) and record the new PID in the state.
+    STOP_FIRST: end the running one first."""
+    st = state.read_state(bed)
+    h = next(x for x in st["hosts"] if x["name"] == host_name)
+    if stop_first:
+        procs.stop(procs.Proc(**h["libvirtd"]))
+    if procs.alive(procs.Proc(**h["libvirtd"])):
+        return
+    daemon = libvirthost.start_libvirtd(procs.Proc(**h["holder"]), Path(h["dir"]))
+    h["libvirtd"] = daemon.to_dict()
+    state.write_state(st)
+    conn = libvirthost.wait_connect(f"qemu+tcp://{h['address']}/system", daemon,
+                                    Path(h["dir"]) / "log" / "libvirtd.log")
+    conn.close()

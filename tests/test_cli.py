@@ -12,7 +12,7 @@ from vmshift.cli import cli
 ROOT = Path(__file__).resolve().parent.parent
 VMSHIFT = str(ROOT / ".venv" / "bin" / "vmshift")
 COMMANDS = ["doctor", "testbed", "inspect", "convert", "vmx2xml", "vsphere", "migrate",
-            "evacuate", "plan", "p2v"]
+            "evacuate", "maintenance", "plan", "p2v"]
 
 
 def run(*args):

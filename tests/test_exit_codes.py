@@ -95,8 +95,8 @@ def test_unknown_command_exits_2():
 
 
 def test_a_command_not_built_yet_says_so_and_exits_1():
-    res = run("evacuate")
+    res = run("p2v")
     assert res.returncode == 1
-    assert res.stderr.strip() == "vmshift: error: `vmshift evacuate` is not built yet " \
-        "(tracked in issue 10)"
+    assert res.stderr.strip() == "vmshift: error: `vmshift p2v` is not built yet " \
+        "(tracked in issue 9)"
     assert res.stdout == ""

@@ -15,7 +15,6 @@ import signal
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import libvirt
 import pytest
@@ -24,12 +23,13 @@ from tests.migrate_support import (
     finish,
     migrate_args,
     overdue,
+    restart_libvirtd,
     start,
     state_on,
     wait_job_active,
 )
 from vmshift.errors import OperationFailed
-from vmshift.testbed import libvirthost, lifecycle, procs, state
+from vmshift.testbed import lifecycle, state
 from vmshift.testbed.hosts import TestBed
 from vmshift.testbed.tinyguest import tiny_guest as make_tiny_guest
 
@@ -73,27 +73,9 @@ def remove_guest(g) -> None:
         if exc.get_error_code() != libvirt.VIR_ERR_OPERATION_TIMEOUT:
             raise
         for name in ("hosta", "hostb"):
-            restart_libvirtd(name, stop_first=True)
+            restart_libvirtd(BED, name, stop_first=True)
         g.forget_connections()
         g.destroy()
-
-
-def restart_libvirtd(host_name: str, stop_first: bool = False) -> None:
-    """Repair: start the host's libvirtd again in its namespaces (the holder
-    process keeping them is untouched) and record the new PID in the state.
-    STOP_FIRST: end the running one first."""
-    st = state.read_state(BED)
-    h = next(x for x in st["hosts"] if x["name"] == host_name)
-    if stop_first:
-        procs.stop(procs.Proc(**h["libvirtd"]))
-    if procs.alive(procs.Proc(**h["libvirtd"])):
-        return
-    daemon = libvirthost.start_libvirtd(procs.Proc(**h["holder"]), Path(h["dir"]))
-    h["libvirtd"] = daemon.to_dict()
-    state.write_state(st)
-    conn = libvirthost.wait_connect(f"qemu+tcp://{h['address']}/system", daemon,
-                                    Path(h["dir"]) / "log" / "libvirtd.log")
-    conn.close()
 
 
 def _assert_still_on_source(g, a, b, r) -> None:
@@ -115,7 +97,7 @@ def test_kill_destination_libvirtd_mid_migration(fault_bed, guest):
         os.kill(pid, signal.SIGKILL)
         r = finish(p)
     finally:
-        restart_libvirtd("hostb")
+        restart_libvirtd(BED, "hostb")
     _assert_still_on_source(guest, a, b, r)
     assert r.doc["error"]["detail"]["category"] in ("network", "destination")
 

@@ -389,3 +389,31 @@ def test_property_adaptive_converges_before_the_timeout_when_possible(wb, s):
     assume(convergence_possible(work, bw, s, within=timeout / 3))
     res = simulate(work, bw, adaptive, s, horizon=timeout * 2, tick=_tick(timeout), substeps=4)
     assert res.completed and not any(a.timeout for _, a in res.actions), res.actions[-6:]
+
+
+# The bed's below-cap guest: dirtying half the link's rate over most of its RAM.
+HALF = Workload(256 * MiB, 8 * MiB, 200 * MiB)
+
+
+def test_adaptive_switches_at_pass_two_when_precopy_would_converge_slowly():
+    """Pre-copy converges (each pass halves), but its later passes would take
+    as long again as sending the rest once: with post-copy permitted, adaptive
+    switches at the start of pass 2 and finishes sooner than pre-copy alone."""
+    s = _with_premeasure(Settings(max_downtime_ms=500, postcopy=True,
+                                  bandwidth_bps=16 * MiB), HALF)
+    res = simulate(HALF, 16 * MiB, adaptive, s, horizon=200)
+    check_invariants(res, s, "adaptive")
+    assert res.completed and res.postcopy and _postcopy_iteration(res) == 2
+    pre = simulate(HALF, 16 * MiB, adaptive, Settings(**{**s.__dict__, "postcopy": False}),
+                   horizon=200)
+    assert pre.completed and not pre.postcopy
+    assert res.elapsed * 1.25 <= pre.elapsed
+
+
+def test_adaptive_keeps_precopy_when_its_later_passes_cost_little():
+    """A small working set re-dirtied: the rest after pass 1 is small, so
+    pre-copy's extra passes are not worth post-copy's costs."""
+    work = Workload(256 * MiB, 8 * MiB, 24 * MiB)
+    s = _with_premeasure(Settings(max_downtime_ms=500, postcopy=True), work)
+    res = simulate(work, 16 * MiB, adaptive, s, horizon=200)
+    assert res.completed and not res.postcopy

@@ -8,6 +8,8 @@ the switch to post-copy gets it across.
 
 from __future__ import annotations
 
+import json
+import subprocess
 import threading
 import time
 
@@ -34,6 +36,24 @@ def test_three_hosts_are_distinct_libvirt_hosts(three_hosts: TestBed) -> None:
         conn.close()
     assert len(uuids) == 3 and len(addresses) == 3
     assert "unprivileged_userfaultfd=1" in three_hosts.userfaultfd
+    for host in three_hosts.hosts:
+        # The host bridge's MAC is set, not inherited from its lowest port: a
+        # guest tap joining it (fe:54:00:...) must not lend it the guest's MAC.
+        assert bridge_mac(host) == (link_mac(host, "eth0"), "3")
+
+
+def link_mac(host, link: str) -> str:
+    out = subprocess.run(["ip", "-n", host.netns, "-j", "link", "show", link],
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out)[0]["address"]
+
+
+def bridge_mac(host) -> tuple[str, str]:
+    """(MAC, addr_assign_type) of the host bridge; type 3 means set explicitly."""
+    kind = subprocess.run(["ip", "netns", "exec", host.netns, "cat",
+                           "/sys/class/net/vmshift0/addr_assign_type"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    return link_mac(host, "vmshift0"), kind
 
 
 def test_post_copy_migration_hostb_to_hostc(three_hosts: TestBed, tiny_guest) -> None:

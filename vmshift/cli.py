@@ -30,7 +30,8 @@ LAZY_COMMANDS = {
     "vsphere": "vmshift.convert.vsphere.cli:vsphere",
     "ova": "vmshift.convert.cli:ova",
     "migrate": "vmshift.migrate.cli:migrate",
-    "evacuate": "vmshift.migrate.cli:evacuate",
+    "evacuate": "vmshift.migrate.evacuate.cli:evacuate",
+    "maintenance": "vmshift.migrate.evacuate.cli:maintenance_cmd",
     "plan": "vmshift.plan.cli:plan",
     "p2v": "vmshift.p2v:p2v",
 }
@@ -71,10 +72,13 @@ OUTCOMES = {EXIT_FAILED: "failed", EXIT_BAD_INPUT: "bad_input", EXIT_REFUSED: "b
 
 
 def _report_error(message: str, code: int, detail: object = None,
-                  document: tuple[str, dict[str, object]] | None = None) -> None:
-    """One line on stderr; with --json also the one document on stdout: the command's
-    own (blocked inspection, failed doctor check...) when it gave one, else an error."""
-    click.echo(f"vmshift: error: {message}", err=True)
+                  document: tuple[str, dict[str, object]] | None = None,
+                  lines: list[str] | None = None) -> None:
+    """One line on stderr (one per problem when the error lists several); with --json
+    also the one document on stdout: the command's own (blocked inspection, failed
+    doctor check, plan problems...) when it gave one, else an error."""
+    for line in lines or [message]:
+        click.echo(f"vmshift: error: {line}", err=True)
     if not JSON_MODE["on"]:
         return
     if document is not None:
@@ -103,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(code, int) and code:
             return code
     except VmshiftError as exc:
-        _report_error(exc.message, exc.exit_code, exc.detail, exc.document)
+        _report_error(exc.message, exc.exit_code, exc.detail, exc.document, exc.lines)
         return exc.exit_code
     except click.exceptions.Abort:
         _report_error("interrupted", EXIT_FAILED)

@@ -85,7 +85,7 @@ class Progress:
     def __init__(self, task: str, total: float | None, *, json_mode: bool,
                  unit: str = "B", position: int | None = None, min_interval: float = 0.5):
         self.task, self.total, self.json_mode = task, total, json_mode
-        self.done = 0.0
+        self.done: float = 0  # an int until a caller passes a float: counts show as 2/2
         self._last_emit = 0.0
         self._min_interval = min_interval
         self._bar = None

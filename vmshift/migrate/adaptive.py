@@ -14,6 +14,11 @@ timeout action. Two sources of the dirty rate:
   price of more demand paging on the destination and a longer window in
   which the guest's memory lives on both hosts (when a broken link needs
   post-copy recovery).
+From pass 2 on, with post-copy permitted (and throttling not), it also
+switches when pre-copy would converge but slowly: re-sending what the guest
+dirtied during each pass would lengthen the move by PRECOPY_WASTE or more
+over sending the rest once. (A guest dirtying half the link's rate makes
+pre-copy's later passes take twice as long as post-copy's.)
 """
 
 from __future__ import annotations
@@ -39,6 +44,10 @@ from vmshift.units import MiB
 ADAPTIVE_START_FRACTION = 0.1
 # Margin on predictions: QEMU's own estimate of the transfer rate is noisy.
 SAFETY = 1.25
+# Post-copy has costs of its own (demand paging on the destination, the
+# guest's memory split across two hosts until the end), so a pre-copy that
+# converges is only given up when it would lengthen the move by this much.
+PRECOPY_WASTE = 0.25
 
 
 def _rate(history: Sequence[Sample]) -> tuple[float, float]:
@@ -135,6 +144,11 @@ def adaptive(history: Sequence[Sample], s: Settings, elapsed: float) -> list[Act
             out.add(Kind.SET_DOWNTIME, downtime, "initial limit")
     if last.iteration == 1:
         out.actions += _first_pass_switch(history, s, downtime)
+    if last.iteration >= 2 and s.postcopy and not s.auto_converge \
+            and precopy_slower(history, s, elapsed):
+        return out.actions + _switch(s, downtime, "pre-copy would converge, but re-sending "
+                                     "what the guest dirties would lengthen the move by "
+                                     f"over {PRECOPY_WASTE:.0%}")
     if last.iteration >= 2:
         need = needed_downtime_ms(history)
         moving = converging(history)
@@ -166,6 +180,35 @@ def precopy_hopeless(history: Sequence[Sample], s: Settings) -> bool:
     return dirty * SAFETY >= bw and dirty / bw * 1000.0 > s.max_downtime_ms
 
 
+def precopy_slower(history: Sequence[Sample], s: Settings, elapsed: float) -> bool:
+    """Pre-copy still converges (the transfer outruns the dirtying), but its
+    remaining passes, each re-sending what the guest dirtied during the last
+    (rest/(bw-dirty) in all), would take PRECOPY_WASTE of the whole move longer
+    than post-copy sending the rest once (rest/bw). Not when the rest fits in
+    the downtime cap: then pre-copy completes now."""
+    bw, _ = _rate(history)
+    # QEMU's figure from the latest bitmap sync (the first-pass samples, with
+    # none yet, would dilute an average)
+    dirty = history[-1].dirty_rate
+    rest = history[-1].remaining
+    if bw <= 0 or rest <= 0 or dirty * SAFETY >= bw:
+        return False  # nothing known yet, or not converging: the escalation handles it
+    if rest / bw * 1000.0 <= s.max_downtime_ms:
+        return False
+    post = rest / bw
+    pre = rest / (bw - dirty)
+    return pre - post >= PRECOPY_WASTE * (elapsed + post)
+
+
+def _switch(s: Settings, downtime: int, reason: str) -> list[Action]:
+    """Post-copy now, the downtime raised to its cap first (the order holds)."""
+    acts = []
+    if downtime < s.max_downtime_ms:
+        acts.append(Action(Kind.SET_DOWNTIME, s.max_downtime_ms, "before the post-copy switch"))
+    acts.append(Action(Kind.POSTCOPY, None, reason))
+    return acts
+
+
 def _first_pass_switch(history: Sequence[Sample], s: Settings, downtime: int) -> list[Action]:
     """Post-copy during the first pass when pre-copy is hopeless and post-copy
     is the next permitted lever (throttling, when permitted, comes first and
@@ -178,13 +221,9 @@ def _first_pass_switch(history: Sequence[Sample], s: Settings, downtime: int) ->
         return []
     bw = _link_rate(history, s)
     dirty = s.premeasured_dirty_bps or 0.0
-    acts = []
-    if downtime < s.max_downtime_ms:  # the order holds: the cap first
-        acts.append(Action(Kind.SET_DOWNTIME, s.max_downtime_ms, "before the post-copy switch"))
-    acts.append(Action(Kind.POSTCOPY, None, f"guest dirties {dirty / MiB:.0f} MiB/s "
-                       f"(measured before the job), the link carries {bw / MiB:.0f} MiB/s:"
-                       " pre-copy cannot converge; switching in the first pass"))
-    return acts
+    return _switch(s, downtime, f"guest dirties {dirty / MiB:.0f} MiB/s (measured before the "
+                   f"job), the link carries {bw / MiB:.0f} MiB/s: pre-copy cannot converge; "
+                   "switching in the first pass")
 
 
 def _escalate_beyond_downtime(history: Sequence[Sample], s: Settings) -> list[Action]:

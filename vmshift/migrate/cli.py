@@ -1,4 +1,4 @@
-"""CLI for `vmshift migrate` and `vmshift evacuate`."""
+"""CLI for `vmshift migrate`."""
 
 from __future__ import annotations
 
@@ -7,23 +7,16 @@ from collections.abc import Callable
 from typing import Any
 
 import click
-import libvirt
 
 from vmshift import units
-from vmshift.cliutil import bandwidth_option, dry_run_option, json_option, not_built_command
+from vmshift.cliutil import bandwidth_option, dry_run_option, json_option
 from vmshift.convert import maps
 from vmshift.errors import BadInput, OperationFailed
 from vmshift.libvirtconn import connect
 from vmshift.migrate import facts as F
-from vmshift.migrate import preflight, recover, report
-from vmshift.migrate.live import (
-    LiveRequest,
-    after_failure,
-    after_success,
-    describe,
-    run_migration,
-    validate,
-)
+from vmshift.migrate import preflight, report
+from vmshift.migrate.job import run_and_judge
+from vmshift.migrate.live import LiveRequest, describe, validate
 from vmshift.migrate.lock import domain_lock
 from vmshift.migrate.monitor import Interrupt
 from vmshift.migrate.offline import OfflineRequest, plan, run_offline, state_locations
@@ -184,7 +177,8 @@ def _request(domain: str, source: str, dest: str, live: bool, kw: dict[str, Any]
         domain=domain, source=source, dest=dest, live=live, policy=kw["policy"], settings=s,
         bandwidth_mib=_mib(kw["bandwidth"]), compression=kw["compression"],
         parallel=kw["parallel"], copy_storage=kw["copy_storage"], disks=list(kw["disks"]) or None,
-        network_map=_netmap(kw["network_map"]), migrate_uri=kw["migrate_uri"], tls=kw["tls"],
+        network_map=_netmap(kw["network_map"]),
+        migrate_uri=kw["migrate_uri"] or F.migration_address(dest), tls=kw["tls"],
         unsafe=kw["unsafe"], keep_source=kw["keep_source"])
     validate(req)
     return req
@@ -219,40 +213,9 @@ def _migrate(domain: str, source: str, dest: str, force: tuple[str, ...], json_m
             _finish(rep, json_mode)
             return
         with Interrupt().trapped() as interrupt:
-            _run_and_judge(rep, req, src, dst, dom, live, kw["recover_timeout"], json_mode,
-                           interrupt)
+            run_and_judge(rep, req, src, dst, dom, live, kw["recover_timeout"], json_mode,
+                          interrupt)
     _finish(rep, json_mode)
-
-
-def _run_and_judge(rep: report.Report, req: LiveRequest, src: libvirt.virConnect,
-                   dst: libvirt.virConnect, dom: libvirt.virDomain, live: bool,
-                   recover_timeout: float, json_mode: bool, interrupt: Interrupt) -> None:
-    """Run the job and fill REP: done, recovered after a post-copy failure,
-    or failed with the VM back on the source. Runs with INTERRUPT trapped,
-    so that a Ctrl-C at any point still leaves the word on where the VM is."""
-    t0 = time.monotonic()
-    out = run_migration(req, src, dst, dom, json_mode, interrupt)
-    rep.total_time_s = round(time.monotonic() - t0, 2)
-    report.fill_from_job(rep, out.state, out.completed_stats)
-    if live:  # a suspended migration pauses the guest for the whole copy
-        report.judge_downtime(rep, req.settings.max_downtime_ms)
-    if out.premeasured_dirty_bps is not None:
-        rep.dirty_rate_before_mib_s = round(out.premeasured_dirty_bps / units.MiB, 1)
-    if out.throttle_by_qemu:
-        rep.throttle = "QEMU auto-converge"
-    elif req.settings.auto_converge:
-        rep.throttle = "vmshift vCPU quota"
-    if out.ok:
-        after_success(dst, req.domain, out.state)
-        rep.ok, rep.where = True, "VM running on the destination"
-    elif recover.switched(dom, out.state):
-        # The guest already lives on the destination: finish the job by
-        # libvirt's post-copy recovery, never roll back.
-        recover.finish(rep, req, dom, out, recover_timeout, t0, json_mode, interrupt)
-    else:
-        rep.error = out.error
-        rep.category = report.categorise(out.error)
-        rep.where = after_failure(dom, out.state)
 
 
 def _busy(domain: str, mode: str, source: str, dest: str) -> tuple[str, dict[str, Any]]:
@@ -287,9 +250,6 @@ def migrate_suspended(domain: str, source: str, dest: str, force: tuple[str, ...
     """Non-live migration: paused during the copy, resumed on the destination
     (or on the source on failure)."""
     _migrate(domain, source, dest, force, json_mode, False, kw)
-
-
-evacuate = not_built_command("evacuate", 10, "Move every VM off a host before maintenance.")
 
 
 @migrate.command("offline")

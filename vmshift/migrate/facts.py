@@ -8,6 +8,7 @@ a named fake instead of mocking libvirt.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -221,6 +222,32 @@ def compare_cpu(dest: libvirt.virConnect, d: DomainFacts, arch: str) -> tuple[in
 
 def uri_host(uri: str) -> str | None:
     return urlparse(uri).hostname
+
+
+def migration_address(dest_uri: str, template: str | None = None) -> str | None:
+    """The migration stream's URI for a destination, when none is given.
+
+    With TEMPLATE (``tcp://{host}``), {host} is the host of DEST_URI. Without
+    it, an IP address in DEST_URI is used as is: the admin reached libvirt
+    there, while QEMU's default, the destination's own hostname, often
+    resolves nowhere or to another network. A name gives None: libvirt's
+    default stands."""
+    host = uri_host(dest_uri)
+    if host and ":" in host:
+        host = f"[{host}]"  # an IPv6 literal keeps its brackets in a URI
+    if template is not None:
+        if not host:
+            raise BadInput(f"--migrate-uri-template: {dest_uri} names no host")
+        try:
+            return template.format(host=host)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise BadInput(f"--migrate-uri-template: {template!r}: only {{host}} may be "
+                           f"substituted ({exc})") from None
+    try:
+        ipaddress.ip_address(host.strip("[]") if host else "")
+    except ValueError:
+        return None
+    return f"tcp://{host}"
 
 
 def resolve(name: str) -> list[str]:

@@ -214,7 +214,8 @@ class LiveOutcome:
 
 
 def run_migration(req: LiveRequest, src: libvirt.virConnect, dest: libvirt.virConnect,
-                  dom: libvirt.virDomain, json_mode: bool, interrupt: Interrupt) -> LiveOutcome:
+                  dom: libvirt.virDomain, json_mode: bool, interrupt: Interrupt,
+                  bar_position: int | None = None) -> LiveOutcome:
     """Start the job in a worker thread and monitor it until it ends.
     INTERRUPT must be trapped (Interrupt.trapped) by the caller."""
     premeasured = measure_dirty_rate(src, dom) if wants_premeasure(req) else None
@@ -242,7 +243,7 @@ def run_migration(req: LiveRequest, src: libvirt.virConnect, dest: libvirt.virCo
     t0 = time.monotonic()
     th = threading.Thread(target=worker, name="vmshift-migrate", daemon=True)
     policy = get_policy(req.policy)
-    bar = Progress(f"migrate {req.domain}", None, json_mode=json_mode)
+    bar = Progress(f"migrate {req.domain}", None, json_mode=json_mode, position=bar_position)
     try:
         th.start()
         st = monitor(dom, th, policy, settings, interrupt, bar, t0, throttle_by_qemu)

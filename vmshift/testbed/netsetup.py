@@ -14,6 +14,8 @@ Interface names stay within the kernel's 15 characters.
 
 from __future__ import annotations
 
+import json
+
 from vmshift.testbed import procs
 
 HOST_BRIDGE = "vmshift0"  # same name inside every host namespace
@@ -65,6 +67,13 @@ def address_host(netns: str, address: str) -> None:
     if done.returncode != 0:
         procs.run([*ns, "link", "add", HOST_BRIDGE, "type", "bridge"])
     procs.run([*ns, "link", "set", "eth0", "master", HOST_BRIDGE])
+    # A bridge takes the lowest MAC of its ports unless one is set. Guest taps
+    # carry fe:54:00:..., below a random veth MAC such as fe:75:...: the host
+    # bridge then took a guest's MAC, and during a migration to that host the
+    # source's bridge delivered the host's own traffic to the guest's tap
+    # there (seen: every migration to that host hung until keepalive timeout).
+    mac = json.loads(procs.run([*ns, "-j", "link", "show", "eth0"]).stdout)[0]["address"]
+    procs.run([*ns, "link", "set", HOST_BRIDGE, "address", mac])
     procs.run([*ns, "addr", "replace", f"{address}/24", "dev", HOST_BRIDGE])
     procs.run([*ns, "link", "set", HOST_BRIDGE, "up"])
 
