@@ -66,7 +66,7 @@ FAILURES: dict[str, tuple[list[str], int]] = {
     "plan report": ([], 1),
     "plan run": (["waves.csv"], 1),
     "plan show": (["{tmp}/missing.csv", "--offline"], 2),
-    "plan status": ([], 1),
+    "plan status": (["{tmp}/missing.csv"], 2),
     "plan template": (["--no-such-option"], 2),
     "plan validate": (["{tmp}/missing.csv"], 2),
     "testbed down": (["--name", "Not A Name"], 2),

@@ -20,7 +20,7 @@ from vmshift.errors import BadInput, OperationFailed
 from vmshift.migrate import xmlmap
 from vmshift.migrate.dirtyrate import measure_dirty_rate
 from vmshift.migrate.facts import Options
-from vmshift.migrate.jobevents import CompletedJob
+from vmshift.migrate.jobevents import CompletedJob, PassWatch
 from vmshift.migrate.monitor import (
     Interrupt,
     MonitorState,
@@ -238,17 +238,21 @@ def run_migration(req: LiveRequest, src: libvirt.virConnect, dest: libvirt.virCo
             result["error"] = exc.get_error_message()
         except Exception as exc:  # surfaced in the report, never lost in a thread
             result["error"] = f"{type(exc).__name__}: {exc}"
+        finally:
+            passes.poke()  # the monitor need not finish its poll
 
     completion = CompletedJob(src, dom)
+    passes = PassWatch(src, dom)
     t0 = time.monotonic()
     th = threading.Thread(target=worker, name="vmshift-migrate", daemon=True)
     policy = get_policy(req.policy)
     bar = Progress(f"migrate {req.domain}", None, json_mode=json_mode, position=bar_position)
     try:
         th.start()
-        st = monitor(dom, th, policy, settings, interrupt, bar, t0, throttle_by_qemu)
+        st = monitor(dom, th, policy, settings, interrupt, bar, t0, throttle_by_qemu, passes)
     finally:
         bar.close()
+        passes.close()
     elapsed = time.monotonic() - t0
     err = result.get("error")
     if st.aborted_by == "signal" and not err and "dom" in result:

@@ -1,18 +1,18 @@
 """One vmshift operation per domain at a time (on this machine).
 
-An flock on a file named after the domain's UUID: the kernel drops it when
-the process dies, so a crashed run never leaves a stale lock behind.
+An flock (vmshift.locks) on a file named after the domain's UUID: the kernel
+drops it when the process dies, so a crashed run never leaves a stale lock.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from vmshift import locks
 from vmshift.errors import Refused
 
 LOCK_DIR = Path(os.environ.get("VMSHIFT_LOCK_DIR", "/run/vmshift/locks"))
@@ -25,20 +25,15 @@ def domain_lock(uuid: str, name: str, what: str,
     command's own, kind and payload) with the finding domain.busy added."""
     LOCK_DIR.mkdir(parents=True, exist_ok=True)
     path = LOCK_DIR / f"{uuid}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
+    with contextlib.ExitStack() as stack:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
+            stack.enter_context(locks.exclusive(path, wait=False, mode=0o600,
+                                                holder=f"pid {os.getpid()}: {what}"))
+        except locks.Held as held:
             why = (f"domain {name!r} is busy: another vmshift operation holds "
-                   f"{path} ({holder or 'unknown'})")
+                   f"{path} ({held.holder or 'unknown'})")
             finding = {"id": "domain.busy", "severity": "blocker", "message": why}
             kind, payload = document or ("migrate", {})
             raise Refused(why, detail=[finding],
                           document=(kind, {**payload, "findings": [finding]})) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()}: {what}\n".encode(), 0)
         yield
-    finally:
-        os.close(fd)

@@ -21,6 +21,7 @@ from typing import Any
 
 import libvirt
 
+from vmshift.migrate.jobevents import PassWatch
 from vmshift.migrate.policy import (
     Action,
     Kind,
@@ -216,13 +217,17 @@ class Interrupt:
 
 def monitor(dom: libvirt.virDomain, worker: threading.Thread, policy: Policy, s: Settings,
             interrupt: Interrupt, bar: Progress | None, t0: float,
-            qemu_throttles: bool = False) -> MonitorState:
-    """Poll until the migration thread ends."""
+            qemu_throttles: bool = False, wake: PassWatch | None = None) -> MonitorState:
+    """Poll until the migration thread ends; WAKE (when given) cuts a poll
+    short when a pre-copy pass begins or the job ends."""
     st = MonitorState(downtime_ms=initial_downtime_ms(s), qemu_throttles=qemu_throttles)
     actuator = Actuator()
     aborting = False
     while worker.is_alive():
-        worker.join(POLL_S)
+        if wake is not None:
+            wake.wait(POLL_S)
+        else:
+            worker.join(POLL_S)
         if not worker.is_alive():
             break
         elapsed = time.monotonic() - t0

@@ -1,6 +1,6 @@
 """CLI for `vmshift plan`: CSV migration plans (docs/plan.md).
 
-Built: template, validate, show, import-rvtools. Not built yet: run, status,
+Built: template, validate, show, import-rvtools, status. Not built yet: run,
 report (issue 17); they say so and exit 1.
 """
 
@@ -27,9 +27,9 @@ T = TypeVar("T")
 
 @click.group()
 def plan() -> None:
-    """Migration waves from CSV plans: template, validate, show, import-rvtools.
+    """Migration waves from CSV plans: template, validate, show, import-rvtools, status.
 
-    One row per VM (docs/plan.md). run, status and report are not built yet.
+    One row per VM (docs/plan.md). run and report are not built yet.
     """
 
 
@@ -193,8 +193,34 @@ def import_rvtools(workbook: Path, target: str, pool: str, wave_size: int, group
                    f"{result.flagged} flagged in notes")
 
 
+@plan.command()
+@click.argument("plan_file", metavar="[PLAN.csv]", required=False,
+                type=click.Path(path_type=Path))
+@click.option("--state", "state_file", metavar="STATE.db", type=click.Path(path_type=Path),
+              help="The run's state file (default: PLAN.csv.state.db beside the plan).")
+@json_option
+def status(plan_file: Path | None, state_file: Path | None, json_mode: bool) -> None:
+    """Where a plan's run stands: per wave the rows counted by state; per row its
+    state, attempts, last start and end, last error and log (docs/plan.md)."""
+    from vmshift.plan import state as runstate
+    from vmshift.plan import status as view
+
+    if plan_file is None:
+        if state_file is None:
+            raise BadInput("give PLAN.csv or --state STATE.db")
+        path, sha = state_file, None
+    else:
+        path = state_file or runstate.default_state_path(plan_file)
+        sha = runstate.plan_sha256(plan_file)
+    with runstate.RunState.open_existing(path) as run:
+        doc = view.document(run, sha)
+    if json_mode:
+        emit_json("plan_status", {**doc, "outcome": "ok"})
+    else:
+        click.echo("\n".join(view.text(doc)))
+
+
 for _name, _summary in (
         ("run", "Run the plan's waves, with resumable state."),
-        ("status", "Where a running or finished plan stands."),
         ("report", "A report of a plan's run (HTML, JSON, CSV).")):
     plan.add_command(not_built_command(_name, ISSUE, _summary, full_name=f"plan {_name}"))

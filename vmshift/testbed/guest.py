@@ -20,7 +20,6 @@ only when complete, so a crash never leaves something that looks cached.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -34,6 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from vmshift import locks
 from vmshift.errors import BadInput, OperationFailed
 from vmshift.testbed.guestimage import build as recipe_build
 
@@ -121,12 +121,8 @@ def cached_guest(variant: str = "base", digest: str | None = None) -> ReferenceG
 def _build_lock(digest: str) -> Iterator[None]:
     """One build per recipe at a time, across processes (pytest workers, CLI)."""
     guests_dir().mkdir(parents=True, exist_ok=True)
-    with open(guests_dir() / f".{digest}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with locks.exclusive(guests_dir() / f".{digest}.lock"):
+        yield
 
 
 def _mounts_under(path: Path) -> list[str]:
@@ -263,14 +259,13 @@ def prune(dry_run: bool = False) -> list[Path]:
     for path in stale_entries():
         digest = path.name.removeprefix(".build-").split("-")[0]
         lock_path = guests_dir() / f".{digest}.lock"
-        with open(lock_path, "a") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue  # being built right now
-            if not dry_run:
-                remove_build_dir(path)
-            removed.append(path)
+        try:
+            with locks.exclusive(lock_path, wait=False):
+                if not dry_run:
+                    remove_build_dir(path)
+                removed.append(path)
+        except locks.Held:
+            continue  # being built right now
         if not dry_run and not any(digest in p.name for p in guests_dir().iterdir()
                                    if p.is_dir()):
             lock_path.unlink(missing_ok=True)

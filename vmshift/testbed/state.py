@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -15,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from vmshift import locks
 from vmshift.errors import BadInput
 
 RUN_ROOT = Path(os.environ.get("VMSHIFT_TESTBED_RUN", "/run/vmshift-testbed"))
@@ -69,12 +69,8 @@ def locked(name: str) -> Iterator[None]:
     """Serialise up/down of one bed (or of the shared index when NAME is '.global')."""
     lock_dir = RUN_ROOT / ".locks"
     lock_dir.mkdir(parents=True, exist_ok=True)
-    with open(lock_dir / f"{name}.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with locks.exclusive(lock_dir / f"{name}.lock"):
+        yield
 
 
 def free_index() -> int:

@@ -17,7 +17,6 @@ error naming it; it is never silently reset.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shlex
@@ -31,6 +30,7 @@ from typing import Any, Protocol, TypeVar
 
 from lxml import etree
 
+from vmshift import locks
 from vmshift.convert.safety import fsync_file, temp_name
 from vmshift.errors import BadInput, OperationFailed
 
@@ -143,17 +143,14 @@ def _update(change: Callable[[dict[str, Entry]], T]) -> T:
 def _locked(path: Path) -> Iterator[None]:
     # A lock file of its own: the state file is replaced by each write, so a lock
     # held on it would guard an inode the next writer no longer opens.
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise OperationFailed(f"{path}: cannot lock the maintenance state: "
-                              f"{exc.strerror}") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with contextlib.ExitStack() as stack:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(locks.exclusive(path.with_name(path.name + ".lock")))
+        except OSError as exc:
+            raise OperationFailed(f"{path}: cannot lock the maintenance state: "
+                                  f"{exc.strerror}") from None
         yield
-    finally:
-        os.close(fd)  # releases the flock
 
 
 def _read(path: Path) -> dict[str, Entry]:
