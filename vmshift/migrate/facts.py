@@ -309,11 +309,30 @@ def refresh_pools(conn: libvirt.virConnect) -> None:
             continue  # a pool busy with a job keeps its old list
 
 
-def gather(src: libvirt.virConnect, dest: libvirt.virConnect, dom: libvirt.virDomain,
-           opts: Options, clock: ClockProbe = no_clock_probe) -> Facts:
+@dataclass
+class HostPair:
+    """What the preflight reads of a source and a destination, whatever the
+    domain (the probes depend on the options' migrate_uri only)."""
+
+    source: HostFacts
+    dest: HostFacts
+    probes: ProbeFacts
+
+
+def read_hosts(src: libvirt.virConnect, dest: libvirt.virConnect, opts: Options,
+               clock: ClockProbe = no_clock_probe) -> HostPair:
     refresh_pools(dest)
     s, d = host_facts(src), host_facts(dest)
+    return HostPair(s, d, probe_facts(s, d, opts, clock))
+
+
+def gather(src: libvirt.virConnect, dest: libvirt.virConnect, dom: libvirt.virDomain,
+           opts: Options, clock: ClockProbe = no_clock_probe,
+           hosts: HostPair | None = None) -> Facts:
+    """The facts for moving DOM; HOSTS, when given, were read already (an
+    evacuation checks many domains against the same two hosts)."""
+    hosts = hosts or read_hosts(src, dest, opts, clock)
     dfacts = domain_facts(dom, src, dest)
-    cmp, note = compare_cpu(dest, dfacts, s.arch)
-    return Facts(source=s, dest=d, domain=dfacts, probes=probe_facts(s, d, opts, clock),
+    cmp, note = compare_cpu(dest, dfacts, hosts.source.arch)
+    return Facts(source=hosts.source, dest=hosts.dest, domain=dfacts, probes=hosts.probes,
                  options=opts, cpu_compare=cmp, cpu_note=note)

@@ -94,6 +94,7 @@ def evacuate(**kw: Any) -> None:
     moved, 2 bad input, 3 when the plan is refused.
     """
     skip = tuple(preflight.validate_force(kw["skip"]))
+    kw["network_map"] = kw["network_map"] or maps.NetworkMap()
     limits = placement.Limits(kw["memory_overcommit"], kw["cpu_overcommit"],
                               kw["reserve"] // units.KiB)
     target_uris = _split(kw["targets"])
@@ -111,12 +112,12 @@ def _evacuate(source: gather.Host, targets: list[gather.Host], limits: placement
               skip: tuple[str, ...], kw: dict[str, Any]) -> None:
     uris = {t.uri: F.migration_address(t.uri, kw["migrate_uri_template"]) for t in targets}
     o = _run_options(kw, uris)
-    netmap = kw["network_map"] or maps.NetworkMap()
     facts = gather.gather(
         source, targets,
         gather.Selection(tuple(kw["only"]), tuple(kw["exclude"]), kw["shutoff_vms"],
                          kw["priority_file"] or {}),
-        gather.Checks(netmap, kw["copy_storage"], kw["unsafe"], kw["dest_pool"], skip, uris))
+        gather.Checks(kw["network_map"], kw["copy_storage"], kw["unsafe"], kw["dest_pool"],
+                      skip, uris))
     the_plan = placement.plan(facts.guests, facts.plan_targets, limits, kw["order"])
     doc = document(source, facts, the_plan, kw["dry_run"])
     _refuse_if_blocked(the_plan, kw["on_failure"], doc)
@@ -145,9 +146,8 @@ def _run_options(kw: dict[str, Any], uris: dict[str, str | None]) -> RunOptions:
                    settings=settings, migrate_uris=uris,
                    live_extra={"copy_storage": kw["copy_storage"], "tls": kw["tls"],
                                "unsafe": kw["unsafe"],
-                               "network_map": kw["network_map"] or maps.NetworkMap()},
-                   offline=OfflineRequest("", kw["dest_pool"],
-                                          kw["network_map"] or maps.NetworkMap()),
+                               "network_map": kw["network_map"]},
+                   offline=OfflineRequest("", kw["dest_pool"], kw["network_map"]),
                    recover_timeout=kw["recover_timeout"], on_failure=kw["on_failure"],
                    on_interrupt=kw["on_interrupt"], json_mode=kw["json_mode"])
     # The same validation `migrate live` applies, once, before anything moves.

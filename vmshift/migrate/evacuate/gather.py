@@ -148,26 +148,42 @@ def select(source: Host, sel: Selection) -> tuple[list[tuple[libvirt.virDomain, 
         if not running and sel.shutoff == "leave":
             left[name] = "shut off (--shutoff-vms leave)"
             continue
-        state, max_kib, _mem, vcpus, _t = dom.info()
+        _state, max_kib, _mem, vcpus, _t = dom.info()
         prio = sel.priorities.get(name, priority(dom))
         chosen.append((dom, Guest(name, dom.UUIDString(), int(max_kib), int(vcpus), running,
                                   bool(dom.isPersistent()), prio)))
     return chosen, left, excluded
 
 
-def blockers(source: Host, target: Host, dom: libvirt.virDomain, running: bool,
-             checks: Checks) -> list[str]:
-    """The migrate preflight's blockers for moving DOM to TARGET (none: it may go)."""
+def read_pair(source: Host, target: Host, checks: Checks) -> F.HostPair | str:
+    """What the preflight reads of the two hosts, once per target (its pools
+    refreshed, both hosts listed, the migration address probed), or why the
+    target refuses every VM."""
     if target.conn is None:
-        return [f"unreachable: {target.error}"]
+        return f"unreachable: {target.error}"
     assert source.conn is not None
+    try:
+        return F.read_hosts(source.conn, target.conn,
+                            F.Options(migrate_uri=checks.migrate_uris.get(target.uri)))
+    except VmshiftError as exc:
+        return f"preflight failed: {exc.message}"
+    except libvirt.libvirtError as exc:
+        return f"preflight failed: {exc.get_error_message()}"
+
+
+def blockers(source: Host, target: Host, pair: F.HostPair | str, dom: libvirt.virDomain,
+             running: bool, checks: Checks) -> list[str]:
+    """The migrate preflight's blockers for moving DOM to TARGET (none: it may go)."""
+    if isinstance(pair, str):
+        return [pair]
+    assert source.conn is not None and target.conn is not None
     opts = F.Options(mode="live" if running else "offline",
                      copy_storage=checks.copy_storage if running else None,
                      network_map=checks.network_map,
                      migrate_uri=checks.migrate_uris.get(target.uri), unsafe=checks.unsafe,
                      dest_pool=checks.dest_pool)
     try:
-        found = preflight.evaluate(F.gather(source.conn, target.conn, dom, opts),
+        found = preflight.evaluate(F.gather(source.conn, target.conn, dom, opts, hosts=pair),
                                    force=list(checks.skip))
     except VmshiftError as exc:
         return [f"preflight failed: {exc.message}"]
@@ -178,10 +194,11 @@ def blockers(source: Host, target: Host, dom: libvirt.virDomain, running: bool,
 
 def gather(source: Host, targets: list[Host], sel: Selection, checks: Checks) -> Facts:
     chosen, left, excluded = select(source, sel)
+    pairs = {t.uri: read_pair(source, t, checks) for t in targets} if chosen else {}
     guests = []
     for dom, g in chosen:
         blocked = {t.name: why for t in targets
-                   if (why := blockers(source, t, dom, g.running, checks))}
+                   if (why := blockers(source, t, pairs[t.uri], dom, g.running, checks))}
         guests.append(Guest(g.name, g.uuid, g.memory_kib, g.vcpus, g.running, g.persistent,
                             g.priority, blocked))
     return Facts(source, targets, guests, [capacity(t) for t in targets], left, excluded)
