@@ -283,11 +283,27 @@ def test_adaptive_waits_for_qemu_to_send_before_the_first_pass_switch():
     while the destination is prepared); libvirt refuses a switch then."""
     s = _with_premeasure(Settings(max_downtime_ms=500, postcopy=True,
                                   bandwidth_bps=16 * MiB), BUSY)
-    preparing = Sample(0.3, 0, 0, 0.0, 0.0, 1, downtime_limit_ms=500)
+    preparing = Sample(0.3, 0, 0, 0.0, 0.0, 1, downtime_limit_ms=500, downtime_set=True)
     assert all(a.kind != Kind.POSTCOPY for a in adaptive([preparing], s, 0.3))
     sending = Sample(0.8, BUSY.ram, BUSY.ram - 8 * MiB, 0.0, 16 * MiB, 1,
-                     downtime_limit_ms=500)
+                     downtime_limit_ms=500, downtime_set=True)
     assert [a.kind for a in adaptive([preparing, sending], s, 0.8)] == [Kind.POSTCOPY]
+
+
+def test_adaptive_asks_again_for_a_refused_switch_without_lowering_the_downtime():
+    """A cap below QEMU's default (200 ms) equals the limit in force at the
+    start. After libvirt refused the first switch, the samples show 200 ms as
+    they did before any action: the policy must ask for the switch alone,
+    not start over at the initial limit (20 ms), then raise it back."""
+    s = _with_premeasure(Settings(max_downtime_ms=200, postcopy=True,
+                                  bandwidth_bps=16 * MiB), BUSY)
+    first = Sample(0.8, BUSY.ram, BUSY.ram - 8 * MiB, 0.0, 16 * MiB, 1, downtime_limit_ms=200)
+    assert [(a.kind, a.value) for a in adaptive([first], s, 0.8)] == [
+        (Kind.SET_DOWNTIME, 20), (Kind.SET_DOWNTIME, 200), (Kind.POSTCOPY, None)]
+    # both limits took effect, the switch was refused
+    refused = Sample(1.3, BUSY.ram, BUSY.ram - 16 * MiB, 0.0, 16 * MiB, 1,
+                     downtime_limit_ms=200, downtime_set=True)
+    assert [a.kind for a in adaptive([first, refused], s, 1.3)] == [Kind.POSTCOPY]
 
 
 def test_adaptive_premeasure_of_an_easy_guest_changes_nothing():

@@ -33,7 +33,6 @@ from vmshift.migrate.policy import (
     Kind,
     Sample,
     Settings,
-    initial_downtime_ms,
     terminal,
     timeout_actions,
 )
@@ -134,9 +133,11 @@ def adaptive(history: Sequence[Sample], s: Settings, elapsed: float) -> list[Act
         return deadline
     out = Decision()
     downtime = last.downtime_limit_ms
-    # The start limit until one is in force: keyed on the samples, not on
-    # the first call, so a call the monitor skipped loses nothing.
-    untouched = all(h.downtime_limit_ms == initial_downtime_ms(s) for h in history)
+    # The start limit until one took effect: keyed on the latest sample, not
+    # on the first call, so a call the monitor skipped or libvirt refused
+    # loses nothing, and a later call (after a refused switch) does not
+    # lower a limit already raised to a cap equal to the start one.
+    untouched = not last.downtime_set
     if untouched or downtime > cap:
         start = max(1, min(cap, int(cap * ADAPTIVE_START_FRACTION)))
         downtime = start if untouched else cap

@@ -60,6 +60,7 @@ class Applied:
 class MonitorState:
     downtime_ms: int
     throttle: int = 0
+    downtime_set: bool = False  # a policy's limit took effect
     postcopy: bool = False
     paused: bool = False
     aborted_by: str | None = None  # "signal", "timeout", "stall", "postcopy-stall"
@@ -84,7 +85,7 @@ def to_sample(stats: dict[str, Any], st: MonitorState, elapsed: float) -> Sample
         iteration=int(stats.get("memory_iteration", 1) or 1),
         expected_downtime_ms=stats.get("downtime"),
         disk_remaining=int(stats.get("disk_remaining", 0)),
-        downtime_limit_ms=st.downtime_ms,
+        downtime_limit_ms=st.downtime_ms, downtime_set=st.downtime_set,
         # QEMU's own auto-converge (the fallback) reports its throttle here
         throttle_pct=max(st.throttle, int(stats.get("auto_converge_throttle", 0) or 0)),
         postcopy_active=st.postcopy, paused=st.paused)
@@ -118,7 +119,7 @@ def apply(dom: libvirt.virDomain, act: Action, st: MonitorState, rec: Applied) -
     try:
         if act.kind == Kind.SET_DOWNTIME and act.value is not None:
             dom.migrateSetMaxDowntime(act.value, 0)
-            st.downtime_ms = act.value
+            st.downtime_ms, st.downtime_set = act.value, True
         elif act.kind == Kind.THROTTLE and act.value is not None:
             if st.qemu_throttles:
                 # The vCPU quota is unavailable (no cgroup CPU controller): the

@@ -90,6 +90,9 @@ class Sample:
     expected_downtime_ms: float | None = None
     disk_remaining: int = 0
     downtime_limit_ms: int = 300  # QEMU's default limit
+    # A policy's downtime limit took effect: the limit in force is no longer
+    # the start one, even when the two are equal (a cap below QEMU's default)
+    downtime_set: bool = False
     throttle_pct: int = 0
     postcopy_active: bool = False
     paused: bool = False

@@ -66,6 +66,7 @@ class _State:
     pass_sent: float = 0.0
     measured_dirty: float = 0.0
     downtime_ms: int = 300
+    downtime_set: bool = False
     throttle: int = 0
     postcopy: bool = False
     paused_at: float | None = None
@@ -122,7 +123,8 @@ def _sample(st: _State, work: Workload, bw: float, t: float) -> Sample:
     return Sample(elapsed=t, memory_total=work.ram, memory_remaining=int(pending),
                   dirty_rate=st.measured_dirty, transfer_rate=bw if t > 0 else 0.0,
                   iteration=st.iteration, expected_downtime_ms=pending / bw * 1000.0,
-                  downtime_limit_ms=st.downtime_ms, throttle_pct=st.throttle,
+                  downtime_limit_ms=st.downtime_ms, downtime_set=st.downtime_set,
+                  throttle_pct=st.throttle,
                   postcopy_active=st.postcopy, paused=st.paused_at is not None)
 
 
@@ -131,7 +133,7 @@ def _apply(act: Action, st: _State, s: Settings, res: SimResult, t: float) -> bo
     if act.kind == Kind.SET_DOWNTIME:
         if act.value is None or act.value > s.max_downtime_ms:
             res.violations.append(f"downtime {act.value} ms above cap {s.max_downtime_ms}")
-        st.downtime_ms = int(act.value or st.downtime_ms)
+        st.downtime_ms, st.downtime_set = int(act.value or st.downtime_ms), True
     elif act.kind == Kind.THROTTLE:
         if not s.auto_converge:
             res.violations.append("throttle without --auto-converge")
