@@ -12,7 +12,8 @@ DEBS := qemu-utils qemu-system-x86 libguestfs-tools python3-guestfs linux-image-
 	gcc libc6-dev libnbd-bin nbdkit ovmf python3-hivex libhivex-bin debootstrap busybox-static \
 	golang-go golang-github-vmware-govmomi-dev virt-v2v glusterfs-server glusterfs-client \
 	iproute2 libxml2-utils zstd cpio openssl ntfs-3g dosfstools psmisc procps util-linux \
-	kmod e2fsprogs git make curl cryptsetup-bin swtpm swtpm-tools xorriso
+	kmod e2fsprogs git make curl cryptsetup-bin swtpm swtpm-tools xorriso \
+	chromium-headless-shell
 
 STAMP := $(VENV)/.setup-done
 

@@ -4,7 +4,8 @@ host they can point --source/--dest at without a test bed.
 That host is libvirt's own test driver (``test:///FILE``): a real libvirt
 connection, served by libvirt itself, whose domains and pools come from FILE.
 It is enough for what these tests look at (option parsing, argument checks,
-preflight findings, dry runs); nothing there ever starts a guest or copies a byte.
+preflight findings, dry runs); nothing there ever starts a guest or copies a
+byte. And Debian's headless Chromium, for the tests that open an HTML report.
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 VMSHIFT = str(ROOT / ".venv" / "bin" / "vmshift")
@@ -79,3 +83,13 @@ def libvirt_test_host(directory: Path) -> str:
     node = directory / "node.xml"
     node.write_text(NODE_XML.format(a=directory / "pool-a", b=directory / "pool-b"))
     return f"test://{node}"
+
+
+def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess[str]:
+    """Debian's chromium-headless-shell, its own profile, never more than 2 minutes."""
+    binary = shutil.which("chromium-headless-shell")
+    if binary is None:
+        pytest.skip("chromium-headless-shell is not installed (`make setup` installs it)")
+    return subprocess.run([binary, "--headless", "--no-sandbox", "--disable-gpu",
+                           f"--user-data-dir={profile}", *args], capture_output=True,
+                          text=True, timeout=120, stdin=subprocess.DEVNULL, check=True)

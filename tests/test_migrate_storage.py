@@ -94,3 +94,14 @@ def test_ctrl_c_during_live_block_copy_keeps_the_old_disk(two_hosts, tiny_guest)
     assert name not in pool.listVolumes(), "the half-copied volume was kept"
     g.console("echo 3 > /proc/sys/vm/drop_caches")
     assert g.checksum(host=a) == g.disk_sha256
+
+
+def test_without_disk_every_disk_not_in_the_pool_moves(two_hosts, tiny_guest):
+    a = two_hosts.hosta
+    g = tiny_guest(a, memory_mib=256, fill_mib=64, disk_pool="private", start=False)
+    r = vmshift("migrate", "storage", g.name, "--source", a.uri,
+                "--dest-pool", two_hosts.shared_pool, "--dry-run", "--json")
+    assert r.rc == 0, r.err
+    assert r.doc["notes"][1:] == [f"copy vda -> pool {two_hosts.shared_pool}"]
+    r = vmshift("migrate", "storage", g.name, "--source", a.uri, "--dest-pool", a.private_pool)
+    assert r.rc == 2 and "every disk of the domain is in it already" in r.err

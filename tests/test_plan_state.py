@@ -74,7 +74,8 @@ OPERATIONS = [("start", "running"), ("skip", "skipped"), ("retry", "pending"),
 LEGAL = {("pending", "start", "running"), ("pending", "skip", "skipped"),
          ("running", "finish", "succeeded"), ("running", "finish", "failed"),
          ("running", "reconcile", "pending"), ("running", "reconcile", "succeeded"),
-         ("running", "reconcile", "failed"), ("failed", "retry", "pending")}
+         ("running", "reconcile", "failed"), ("failed", "retry", "pending"),
+         ("skipped", "retry", "pending")}
 
 
 def apply(run: RunState, k: Key, op: str, to: str | None) -> None:

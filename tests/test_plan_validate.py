@@ -203,14 +203,6 @@ def test_unreadable_plans_are_one_line(tmp_path: Path) -> None:
                        "(export the sheet as CSV UTF-8)\n")
 
 
-@pytest.mark.parametrize("command", ["run", "report"])
-def test_commands_not_built_yet_say_so(command: str) -> None:
-    res = vmshift("plan", command, "plan.csv", "--max-parallel", "3")
-    assert res.rc == 1 and res.out == ""
-    assert res.err == (f"vmshift: error: `vmshift plan {command}` is not built yet "
-                       "(tracked in issue 17)\n")
-
-
 CELL = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
                max_size=12)
 

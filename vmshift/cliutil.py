@@ -75,6 +75,15 @@ def bandwidth_option(what: str) -> Callable[[Callable[..., Any]], Callable[..., 
                              "(powers of 1024); a bare number is MiB/s.")
 
 
+def on_interrupt_option(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--on-interrupt finish|abort: what Ctrl-C (or SIGTERM) does to WHAT is running;
+    nothing new starts either way."""
+    return click.option("--on-interrupt", type=click.Choice(["finish", "abort"]),
+                        default="finish", show_default=True,
+                        help=f"Ctrl-C starts no more; running {what} finish, or are "
+                             "aborted (never after a post-copy switch).")
+
+
 def virtio_win_option(f: Callable[..., Any]) -> Callable[..., Any]:
     # --driver-source is its older name (inspect), kept so scripts go on working.
     return click.option("--virtio-win", "--driver-source", "virtio_win", metavar="PATH",

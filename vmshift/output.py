@@ -116,6 +116,14 @@ class Progress:
             self._last_emit = now
             emit_event("progress", task=self.task, done=done, total=self.total, **extra)
 
+    def say(self, event: str, text: str, **fields: Any) -> None:
+        """A line about one step (a row started, a row ended): above the bar, or
+        a JSON event line in --json mode."""
+        if self._bar is not None:
+            self._bar.write(text, file=sys.stderr)
+        else:
+            emit_event(event, task=self.task, **fields)
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()

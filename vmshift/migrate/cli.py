@@ -309,8 +309,9 @@ def migrate_offline(domain: str, source: str, dest: str, force: tuple[str, ...],
 @click.argument("domain")
 @click.option("--source", default="qemu:///system", show_default=True,
               help="libvirt URI of the host (passed to libvirt unchanged).")
-@click.option("--disk", "disks", multiple=True, required=True, metavar="TARGET",
-              help="Disk to move (vda); repeatable.")
+@click.option("--disk", "disks", multiple=True, metavar="TARGET",
+              help="Disk to move (vda); repeatable. Default: every disk not in "
+                   "--dest-pool yet.")
 @click.option("--dest-pool", required=True, help="Pool on the same host to move to.")
 @click.option("--format", "fmt", type=click.Choice(["qcow2", "raw"]))
 @bandwidth_option("the block copy (libvirt counts whole MiB/s)")
@@ -328,11 +329,11 @@ def migrate_storage(domain: str, source: str, disks: tuple[str, ...], dest_pool:
     live = bool(dom.isActive())
     rep = report.Report(domain, "storage", source, dest_pool, ok=False)
     if dry_run:
-        check_request(req, src, dom)  # a dry run refuses what the real run would
+        _, chosen = check_request(req, src, dom)  # refuses what the real run would
         rep.ok = True
         rep.notes = ["dry run: nothing changed",
                      *(f"{'blockcopy+pivot' if live else 'copy'} {d} -> pool {dest_pool}"
-                       for d in disks)]
+                       for d in chosen)]
         _finish(rep, json_mode)
         return
     with domain_lock(dom.UUIDString(), domain, f"migrate storage -> {dest_pool}",

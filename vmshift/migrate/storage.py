@@ -51,12 +51,32 @@ class StorageResult:
     moved: list[MovedDisk] = field(default_factory=list)
 
 
-def _targets(dom: libvirt.virDomain, req: StorageRequest) -> dict[str, str]:
+def _targets(conn: libvirt.virConnect, dom: libvirt.virDomain,
+             req: StorageRequest) -> dict[str, str]:
     paths = xmlmap.disk_paths(dom.XMLDesc(0))
+    if not req.disks:
+        return _not_in_pool(conn, paths, req.dest_pool)
     for d in req.disks:
         if d not in paths:
             raise BadInput(f"--disk {d}: the domain has no such disk (has {', '.join(paths)})")
     return {d: paths[d] for d in req.disks}
+
+
+def _not_in_pool(conn: libvirt.virConnect, paths: dict[str, str], pool: str
+                 ) -> dict[str, str]:
+    """No --disk: every disk that is not in POOL yet (a plan's storage row moves
+    the whole VM; run again after a partial move, it moves what is left)."""
+    out = {}
+    for target, path in paths.items():
+        try:
+            here = conn.storageVolLookupByPath(path).storagePoolLookupByVolume().name()
+        except libvirt.libvirtError:
+            here = None  # in no pool: _source_volume names the problem
+        if here != pool:
+            out[target] = path
+    if not out:
+        raise BadInput(f"--dest-pool {pool}: every disk of the domain is in it already")
+    return out
 
 
 def _source_volume(conn: libvirt.virConnect, pool: libvirt.virStoragePool, target: str,
@@ -79,7 +99,7 @@ def check_request(req: StorageRequest, conn: libvirt.virConnect, dom: libvirt.vi
                   ) -> tuple[libvirt.virStoragePool, dict[str, tuple[str, libvirt.virStorageVol]]]:
     """Everything a dry run and the real run both check before anything is created:
     the pool, and per disk its source volume. Returns the pool and target -> (path, volume)."""
-    targets = _targets(dom, req)
+    targets = _targets(conn, dom, req)
     try:
         pool = conn.storagePoolLookupByName(req.dest_pool)
     except libvirt.libvirtError:

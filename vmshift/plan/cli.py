@@ -1,7 +1,7 @@
 """CLI for `vmshift plan`: CSV migration plans (docs/plan.md).
 
-Built: template, validate, show, import-rvtools, status. Not built yet: run,
-report (issue 17); they say so and exit 1.
+Built: template, validate, show, import-rvtools, status, report. Not built yet:
+run (issue 17); it says so and exits 1.
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from vmshift.cliutil import bandwidth_option, json_option, not_built_command
+from vmshift.cliutil import bandwidth_option, json_option
 from vmshift.convert.maps import MapParam, NetworkMap, parse_network_map
 from vmshift.errors import BadInput
 from vmshift.output import emit_json, notice
 
 if TYPE_CHECKING:
     from vmshift.plan.estimate import Size
+    from vmshift.plan.schema import PlanRow
     from vmshift.plan.validate import Plan
 
 ISSUE = 17
@@ -27,9 +28,10 @@ T = TypeVar("T")
 
 @click.group()
 def plan() -> None:
-    """Migration waves from CSV plans: template, validate, show, import-rvtools, status.
+    """Migration waves from CSV plans: template, validate, show, import-rvtools, status,
+    report.
 
-    One row per VM (docs/plan.md). run and report are not built yet.
+    One row per VM (docs/plan.md). run is not built yet.
     """
 
 
@@ -68,7 +70,7 @@ def validate(plan_file: Path, offline: bool, allow_extra_columns: bool, json_mod
              ) -> None:
     """Check a plan and report every problem at once, one line each, as
     PLAN.csv:LINE: column: message. Exit 2 if there is any."""
-    loaded, _ = _valid_plan(plan_file, offline, allow_extra_columns)
+    loaded, _ = valid_plan(plan_file, offline, allow_extra_columns)
     if json_mode:
         emit_json("plan_validate", {**loaded.summary(), "outcome": "ok"})
         return
@@ -77,11 +79,13 @@ def validate(plan_file: Path, offline: bool, allow_extra_columns: bool, json_mod
                f"no problems{skipped}")
 
 
-def _valid_plan(plan_file: Path, offline: bool, allow_extra_columns: bool
-                ) -> tuple[Plan, dict[str, Size]]:
+def valid_plan(plan_file: Path, offline: bool, allow_extra_columns: bool,
+               settled: Callable[[PlanRow], bool] = lambda row: False
+               ) -> tuple[Plan, dict[str, Size]]:
     """The plan, checked as `plan validate` checks it (BadInput with every problem),
     and the sizes of its libvirt domains, by (source URI, domain), from the same
-    live connections (none with OFFLINE)."""
+    live connections (none with OFFLINE). Rows SETTLED says a run already moved
+    (or is moving) are not checked live: their domain has left its source."""
     from vmshift.plan.validate import load_plan
 
     loaded = load_plan(plan_file, allow_extra_columns=allow_extra_columns)
@@ -91,8 +95,9 @@ def _valid_plan(plan_file: Path, offline: bool, allow_extra_columns: bool
         from vmshift.plan.live import gather, live_problems
 
         facts = gather(loaded, sizes=True)
-        loaded.problems = sorted(loaded.problems + live_problems(loaded, facts),
-                                 key=lambda p: p.line)
+        lines = {r.line for r in loaded.rows if settled(r)}
+        live = [p for p in live_problems(loaded, facts) if p.line not in lines]
+        loaded.problems = sorted(loaded.problems + live, key=lambda p: p.line)
         sizes = {(uri, vm): size for uri, host in facts.items()
                  for vm, size in host.sizes.items()}
     if loaded.problems:
@@ -123,7 +128,7 @@ def show(plan_file: Path, offline: bool, allow_extra_columns: bool, max_parallel
 
     begin = _checked(start, parse_time, "--start") if start else \
         datetime.now().astimezone().replace(microsecond=0)
-    loaded, sizes = _valid_plan(plan_file, offline, allow_extra_columns)
+    loaded, sizes = valid_plan(plan_file, offline, allow_extra_columns)
     result = schedule.plan_schedule(loaded.rows, begin,
                                     schedule.Limits(max_parallel, max_per_source),
                                     sizes, bandwidth)
@@ -193,11 +198,29 @@ def import_rvtools(workbook: Path, target: str, pool: str, wave_size: int, group
                    f"{result.flagged} flagged in notes")
 
 
+def state_input(f: Callable[..., Any]) -> Callable[..., Any]:
+    """[PLAN.csv] and --state STATE.db: what every command reading a run's state takes."""
+    f = click.option("--state", "state_file", metavar="STATE.db",
+                     type=click.Path(path_type=Path),
+                     help="The run's state file (default: PLAN.csv.state.db beside the plan).")(f)
+    return click.argument("plan_file", metavar="[PLAN.csv]", required=False,
+                          type=click.Path(path_type=Path))(f)
+
+
+def _state_file(plan_file: Path | None, state_file: Path | None) -> tuple[Path, str | None]:
+    """The state file to read and the sha256 of PLAN.csv (None without it)."""
+    from vmshift.plan import state as runstate
+
+    if plan_file is None:
+        if state_file is None:
+            raise BadInput("give PLAN.csv or --state STATE.db")
+        return state_file, None
+    return (state_file or runstate.default_state_path(plan_file),
+            runstate.plan_sha256(plan_file))
+
+
 @plan.command()
-@click.argument("plan_file", metavar="[PLAN.csv]", required=False,
-                type=click.Path(path_type=Path))
-@click.option("--state", "state_file", metavar="STATE.db", type=click.Path(path_type=Path),
-              help="The run's state file (default: PLAN.csv.state.db beside the plan).")
+@state_input
 @json_option
 def status(plan_file: Path | None, state_file: Path | None, json_mode: bool) -> None:
     """Where a plan's run stands: per wave the rows counted by state; per row its
@@ -205,13 +228,7 @@ def status(plan_file: Path | None, state_file: Path | None, json_mode: bool) -> 
     from vmshift.plan import state as runstate
     from vmshift.plan import status as view
 
-    if plan_file is None:
-        if state_file is None:
-            raise BadInput("give PLAN.csv or --state STATE.db")
-        path, sha = state_file, None
-    else:
-        path = state_file or runstate.default_state_path(plan_file)
-        sha = runstate.plan_sha256(plan_file)
+    path, sha = _state_file(plan_file, state_file)
     with runstate.RunState.open_existing(path) as run:
         doc = view.document(run, sha)
     if json_mode:
@@ -220,7 +237,45 @@ def status(plan_file: Path | None, state_file: Path | None, json_mode: bool) -> 
         click.echo("\n".join(view.text(doc)))
 
 
-for _name, _summary in (
-        ("run", "Run the plan's waves, with resumable state."),
-        ("report", "A report of a plan's run (HTML, JSON, CSV).")):
-    plan.add_command(not_built_command(_name, ISSUE, _summary, full_name=f"plan {_name}"))
+@plan.command()
+@state_input
+@click.option("--html", "html_file", metavar="OUT.html", type=click.Path(path_type=Path),
+              help="Write one self-contained HTML page: summary, timeline, per-wave tables.")
+@click.option("--csv", "csv_file", metavar="OUT.csv", type=click.Path(path_type=Path),
+              help="Write one CSV line per row.")
+@click.option("--force", is_flag=True, help="Replace --html / --csv files that exist.")
+@json_option
+def report(plan_file: Path | None, state_file: Path | None, html_file: Path | None,
+           csv_file: Path | None, force: bool, json_mode: bool) -> None:
+    """The report of a plan's run, from its state file (changed in nothing): rows per
+    state and wave, time span, bytes moved, downtime of live rows (docs/plan.md)."""
+    from vmshift.plan import csvio, gantt
+    from vmshift.plan import report as rep
+    from vmshift.plan import state as runstate
+
+    path, sha = _state_file(plan_file, state_file)
+    outputs = [(p, o) for p, o in ((html_file, "--html"), (csv_file, "--csv")) if p]
+    if html_file and csv_file and html_file.resolve() == csv_file.resolve():
+        raise BadInput(f"--html and --csv both name {html_file}")
+    for out, option in outputs:  # every output checked before any is written
+        csvio.refuse_existing(out, force=force, option=option)
+    with runstate.RunState.open_existing(path) as run:
+        doc = rep.document(run, sha, runstate.now())
+    texts = {"--html": gantt.html_page, "--csv": rep.csv_text}
+    for out, option in outputs:
+        csvio.write_atomically(out, texts[option](doc), force=force, option=option)
+    if json_mode:
+        emit_json("plan_report", {**doc, "html": html_file, "csv": csv_file, "outcome": "ok"})
+        return
+    click.echo("\n".join(rep.text(doc)))
+    for out, _ in outputs:
+        click.echo(f"wrote {out}")
+
+
+def _register_run() -> None:
+    from vmshift.plan.run_cli import run
+
+    plan.add_command(run)
+
+
+_register_run()

@@ -71,8 +71,7 @@ def format_csv(header: list[str], rows: Iterable[list[str]]) -> str:
 def write_atomically(path: Path, text: str, *, force: bool, option: str = "--output") -> None:
     """Write TEXT to PATH whole or not at all (a temporary file renamed over it);
     an existing PATH is kept unless FORCE."""
-    if path.exists() and not force:
-        raise bad_input(path, f"{option}: the file exists (--force replaces it)")
+    refuse_existing(path, force=force, option=option)
     if not path.parent.is_dir():
         raise bad_input(path, f"{option}: no directory {str(path.parent)!r}")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -85,3 +84,10 @@ def write_atomically(path: Path, text: str, *, force: bool, option: str = "--out
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def refuse_existing(path: Path, *, force: bool, option: str = "--output") -> None:
+    """BadInput naming PATH when it exists and FORCE was not given: checked for
+    every output of a command before it writes any of them."""
+    if path.exists() and not force:
+        raise bad_input(path, f"{option}: the file exists (--force replaces it)")

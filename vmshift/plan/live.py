@@ -3,8 +3,10 @@
 Each distinct libvirt URI of the plan (sources and targets) is opened once,
 read-only, in parallel; a host that cannot be reached is a problem on every
 row that names it. On a reachable host: does the source domain exist, does
-the target pool? vSphere sources are not contacted here (that needs a
-profile's credentials); their rows are checked offline only. `plan show` asks
+the target pool, is a target in maintenance (marked by `evacuate
+--mark-maintenance`, keyed by the host's libvirt UUID)? vSphere sources are
+not contacted here (that needs a profile's credentials); their rows are
+checked offline only. `plan show` asks
 the same connection for the sizes of the plan's domains (memory, allocated
 disk bytes) for its estimates.
 """
@@ -33,6 +35,7 @@ class HostFacts:
     domains: set[str] = field(default_factory=set)
     pools: set[str] = field(default_factory=set)
     sizes: dict[str, Size] = field(default_factory=dict)  # the domains asked for
+    maintenance: str | None = None  # since when and why, when in maintenance
 
 
 def domain_size(dom: libvirt.virDomain) -> Size:
@@ -70,11 +73,25 @@ def host_facts(uri: str, sized: frozenset[str] = frozenset()) -> HostFacts:
         domains = {d.name(): d for d in conn.listAllDomains()}
         return HostFacts(domains=set(domains),
                          pools={p.name() for p in conn.listAllStoragePools()},
-                         sizes={n: domain_size(domains[n]) for n in sized & set(domains)})
+                         sizes={n: domain_size(domains[n]) for n in sized & set(domains)},
+                         maintenance=in_maintenance(conn))
     except libvirt.libvirtError as exc:
         return HostFacts(error=f"{uri}: {exc.get_error_message()}")
     finally:
         conn.close()
+
+
+def in_maintenance(conn: libvirt.virConnect) -> str | None:
+    """'since T (reason)' when CONN's host is recorded in maintenance. A host
+    without a libvirt host UUID (the test driver) cannot have been marked."""
+    from vmshift.migrate.evacuate import maintenance
+
+    try:
+        uuid = maintenance.host_uuid(conn)
+    except OperationFailed:
+        return None
+    entry = maintenance.get(uuid)  # an unreadable state file is an error, never ignored
+    return None if entry is None else f"since {entry.since} ({entry.reason})"
 
 
 def _uris(rows: Iterable[PlanRow]) -> set[str]:
@@ -124,8 +141,13 @@ def _row_problems(row: PlanRow, facts: dict[str, HostFacts]) -> list[Problem]:
             out.append(Problem(row.line, "vm", f"no domain {row.vm!r} on {source}"))
     pool_host = row.target or (source if row.type == "storage" else None)
     if row.target and row.target != source:
-        if facts[row.target].error:
-            out.append(Problem(row.line, "target", facts[row.target].error or ""))
+        target = facts[row.target]
+        if target.error:
+            out.append(Problem(row.line, "target", target.error))
+        elif target.maintenance:
+            out.append(Problem(row.line, "target", f"{row.target} is in maintenance "
+                               f"{target.maintenance}; nothing is placed on it until "
+                               f"`vmshift maintenance clear {row.target}`"))
     if pool_host and row.target_pool and not facts[pool_host].error \
             and row.target_pool not in facts[pool_host].pools:
         out.append(Problem(row.line, "target_pool",

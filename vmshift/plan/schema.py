@@ -168,11 +168,17 @@ def parse_depends(text: str) -> tuple[str, ...]:
     return names
 
 
+def network_map_value(text: str, base: Path) -> str:
+    """What a network_map cell means to the map parser: a map file's path (a
+    relative one resolved against the plan's directory), else the inline map."""
+    candidate = Path(text) if Path(text).is_absolute() else base / text
+    return str(candidate) if _is_file(candidate) else text
+
+
 def parse_network_map_cell(text: str, base: Path, cache: dict[str, Any]) -> NetworkMap:
     """A map file (relative to the plan's directory) or an inline map, read by the
     one map parser; a file named on many rows is read once."""
-    candidate = Path(text) if Path(text).is_absolute() else base / text
-    value = str(candidate) if _is_file(candidate) else text
+    value = network_map_value(text, base)
     if value not in cache:
         try:
             cache[value] = parse_network_map(value, option="network_map")

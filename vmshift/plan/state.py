@@ -41,7 +41,8 @@ STATES = ("pending", "running", "succeeded", "failed", "skipped")
 # and reality has been checked since).
 LEGAL = frozenset({("pending", "running", "start"), ("running", "succeeded", "finish"),
                    ("running", "failed", "finish"), ("pending", "skipped", "skip"),
-                   ("failed", "pending", "retry"), ("running", "pending", "reconcile"),
+                   ("failed", "pending", "retry"), ("skipped", "pending", "retry"),
+                   ("running", "pending", "reconcile"),
                    ("running", "succeeded", "reconcile"), ("running", "failed", "reconcile")})
 
 _SCHEMA = """
@@ -56,7 +57,7 @@ CREATE TABLE rows (id INTEGER PRIMARY KEY, wave TEXT NOT NULL, vm TEXT NOT NULL,
   UNIQUE (wave, vm, source));
 CREATE TABLE attempts (row_id INTEGER NOT NULL REFERENCES rows (id), attempt INTEGER NOT NULL,
   started TEXT NOT NULL, ended TEXT, outcome TEXT, step TEXT, error TEXT, metrics TEXT,
-  PRIMARY KEY (row_id, attempt));
+  handle TEXT, PRIMARY KEY (row_id, attempt));
 CREATE TABLE runner (id INTEGER PRIMARY KEY CHECK (id = 1), pid INTEGER NOT NULL,
   host TEXT NOT NULL, started TEXT NOT NULL);
 """
@@ -243,6 +244,22 @@ class RunState:
             db.execute("UPDATE attempts SET step = ? WHERE row_id = ? AND attempt = ?",
                        (name, row_id, attempts))
 
+    def set_handle(self, key: Key, handle: str) -> None:
+        """Record where the running attempt executes (the executor's handle), so
+        that a runner started after a crash can find the execution again."""
+        with self._tx() as db:
+            row_id, attempts = self._row(db, key, ("running",), "set_handle")[:2]
+            db.execute("UPDATE attempts SET handle = ? WHERE row_id = ? AND attempt = ?",
+                       (handle, row_id, attempts))
+
+    def handle(self, key: Key) -> tuple[int, str | None]:
+        """(attempt, handle) of a row's latest attempt (handle None if it has none)."""
+        found = self.db.execute(
+            "SELECT a.attempt, a.handle FROM attempts a JOIN rows r ON r.id = a.row_id AND "
+            "a.attempt = r.attempts WHERE r.wave = ? AND r.vm = ? AND r.source = ?",
+            (key.wave, key.vm, key.source)).fetchone()
+        return (0, None) if found is None else (found[0], found[1])
+
     def finish(self, key: Key, outcome: str, *, error: str | None = None,
                metrics: dict[str, Any] | None = None) -> None:
         """running -> succeeded | failed, with the attempt's error and metrics."""
@@ -255,13 +272,15 @@ class RunState:
         self._end(key, outcome, "reconcile", error, metrics)
 
     def skip(self, key: Key, reason: str) -> None:
-        """pending -> skipped (its window closed, a wave it depends on failed)."""
+        """pending -> skipped (its window closed, a wave it depends on failed, its
+        target is in maintenance)."""
         with self._tx() as db:
             row_id, _ = self._move(db, key, "skipped", "skip")
             db.execute("UPDATE rows SET error = ? WHERE id = ?", (reason, row_id))
 
     def retry(self, key: Key) -> None:
-        """failed -> pending: it will be started again (a new attempt)."""
+        """failed or skipped -> pending: it will be started again (a new attempt;
+        a skipped row gets its first)."""
         with self._tx() as db:
             self._move(db, key, "pending", "retry")
 
@@ -329,6 +348,17 @@ class RunState:
             "SELECT a.attempt, a.started, a.ended, a.outcome, a.step, a.error FROM attempts a "
             "JOIN rows r ON r.id = a.row_id WHERE r.wave = ? AND r.vm = ? AND r.source = ? "
             "ORDER BY a.attempt", (key.wave, key.vm, key.source))]
+
+    def all_attempts(self) -> list[dict[str, Any]]:
+        """Every attempt of every row (its wave, vm and source with it), in plan
+        order then attempt order, metrics parsed: what `plan report` draws."""
+        out = [dict(r) for r in self.db.execute(
+            "SELECT r.wave, r.vm, r.source, a.attempt, a.started, a.ended, a.outcome, a.step, "
+            "a.error, a.metrics FROM attempts a JOIN rows r ON r.id = a.row_id "
+            "ORDER BY r.position, a.attempt")]
+        for attempt in out:
+            attempt["metrics"] = json.loads(attempt["metrics"]) if attempt["metrics"] else None
+        return out
 
 
 def _connect(path: Path, *, create: bool) -> sqlite3.Connection:

@@ -54,17 +54,17 @@ def text(doc: dict[str, Any]) -> list[str]:
         out.append(f"runner: pid {runner['pid']} on host {runner['host']} since "
                    f"{runner['since']}{dead}")
     for wave in doc["waves"]:
-        out += ["", f"wave {wave['wave']}: {_counts(wave['counts'])}"]
+        out += ["", f"wave {wave['wave']}: {counts_text(wave['counts'])}"]
         out += ["  " + line for line in table(
             [[str(r["line"]), r["vm"], r["state"], str(r["attempts"]), r["started"] or "-",
               r["ended"] or "-", (r["error"] or "-").splitlines()[0], r["log"]]
              for r in wave["rows"]],
             ["line", "vm", "state", "attempts", "started", "ended", "error", "log"])]
-    out += ["", f"total: {_counts(doc['counts'])}"]
+    out += ["", f"total: {counts_text(doc['counts'])}"]
     return out
 
 
-def _counts(counts: dict[str, int]) -> str:
+def counts_text(counts: dict[str, int]) -> str:
     rows = sum(counts.values())
     shown = ", ".join(f"{n} {name}" for name, n in counts.items() if n)
     return f"{rows} row{'s' if rows != 1 else ''}: {shown}"

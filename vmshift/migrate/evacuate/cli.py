@@ -9,7 +9,13 @@ import click
 import libvirt
 
 from vmshift import units
-from vmshift.cliutil import SIZE, bandwidth_option, dry_run_option, json_option
+from vmshift.cliutil import (
+    SIZE,
+    bandwidth_option,
+    dry_run_option,
+    json_option,
+    on_interrupt_option,
+)
 from vmshift.convert import maps
 from vmshift.errors import BadInput, OperationFailed, Refused
 from vmshift.libvirtconn import connect
@@ -55,9 +61,7 @@ def _split(values: tuple[str, ...]) -> list[str]:
 @click.option("--on-failure", type=click.Choice(["continue", "stop"]), default="continue",
               show_default=True, help="After a failed move: go on, or start no more. With "
                                       "stop, a VM no target can take refuses the whole plan.")
-@click.option("--on-interrupt", type=click.Choice(["finish", "abort"]), default="finish",
-              show_default=True, help="Ctrl-C starts no more; running migrations finish, "
-                                      "or are aborted (never after a post-copy switch).")
+@on_interrupt_option("migrations")
 @click.option("--mark-maintenance", is_flag=True,
               help="Record the source as in maintenance: no evacuation places VMs on it "
                    "until `vmshift maintenance clear`.")
