@@ -86,6 +86,17 @@ def state_rows(db: Path) -> dict[str, dict[str, Any]]:
         c.close()
 
 
+def overlap(spans: list[tuple[str, str]]) -> int:
+    """The most [started, ended] intervals open at once (ISO times sort as text)."""
+    edges = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans],
+                   key=lambda x: (x[0], x[1]))
+    peak = now = 0
+    for _, step in edges:
+        now += step
+        peak = max(peak, now)
+    return peak
+
+
 def on(host: TestHost, name: str) -> tuple[bool, bool] | None:
     conn = host.connect()
     try:
@@ -217,6 +228,9 @@ def test_waves_ran_in_order_within_the_limits(wave_run: WaveRun) -> None:
     assert times[wave_run.v2v][0] >= max(e for _, e in wave1)  # wave 2 after wave 1
     doc = wave_run.run.doc
     assert doc is not None and 2 <= doc["peak_parallel"] <= 3
+    # --max-per-source 2: hosta's three rows never ran three at once
+    hosta = [times[vm] for vm, r in rows.items() if r["source"] == wave_run.bed.hosta.uri]
+    assert len(hosta) == 3 and overlap(hosta) == 2
 
 
 def test_each_row_ran_once_and_its_metrics_are_recorded(wave_run: WaveRun) -> None:

@@ -178,6 +178,7 @@ class Runner:
             self.state.finish(key, "failed", error=f"cannot start: {exc}")
             return
         self.state.set_handle(key, handle)
+        self.state.step(key, " ".join(run.argv[:2]))  # "migrate live", "convert vm"
         self.flying[key] = _Flight(key, row, handle, attempt)
         self.summary.started.append(f"{key.wave}/{key.vm}")
         self.summary.peak_parallel = max(self.summary.peak_parallel, len(self.flying))
