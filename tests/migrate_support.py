@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,3 +145,31 @@ def restart_libvirtd(bed: str, host_name: str, stop_first: bool = False) -> None
     conn = libvirthost.wait_connect(f"qemu+tcp://{h['address']}/system", daemon,
                                     Path(h["dir"]) / "log" / "libvirtd.log")
     conn.close()
+
+
+def peak_overlap(spans: Iterable[tuple[Any, Any]]) -> int:
+    """The most (start, end) intervals open at once; an end and a start at the
+    same moment do not overlap. Times of any ordered kind (seconds, ISO text)."""
+    edges = sorted([e for s, t in spans for e in ((s, 1), (t, -1))], key=lambda e: (e[0], e[1]))
+    peak = now = 0
+    for _, step in edges:
+        now += step
+        peak = max(peak, now)
+    return peak
+
+
+def remove_converted(host: TestHost, name: str) -> None:
+    """Undefine NAME on HOST and delete its volumes from the host's private pool
+    (what `convert vm --output libvirt --pool PRIVATE --name NAME` made)."""
+    from vmshift.convert.vm.output import remove_domain
+
+    conn = host.connect()
+    try:
+        remove_domain(conn, name)
+        pool = conn.storagePoolLookupByName(host.private_pool)
+        pool.refresh(0)
+        for vol in pool.listVolumes():
+            if vol.startswith(name):
+                pool.storageVolLookupByName(vol).delete(0)
+    finally:
+        conn.close()

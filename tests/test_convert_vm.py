@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from tests.inspect_images import sha256
+from tests.migrate_support import remove_converted
 
 NET_MAP = "VM Network=vmshift-net"
 PYTHON = [sys.executable, "-m", "vmshift"]
@@ -72,21 +73,6 @@ def defined_xml(host: Any, name: str, rc: int) -> str:
         conn.close()
 
 
-def remove(host: Any, name: str) -> None:
-    conn = host.connect()
-    try:
-        from vmshift.convert.vm.output import remove_domain
-
-        remove_domain(conn, name)
-        pool = conn.storagePoolLookupByName(host.private_pool)
-        pool.refresh(0)
-        for vol in pool.listVolumes():
-            if vol.startswith(name):
-                pool.storageVolLookupByName(vol).delete(0)
-    finally:
-        conn.close()
-
-
 def copy_progress(line: str) -> bool:
     """The disk engine's JSON progress event with bytes already copied."""
     try:
@@ -125,7 +111,7 @@ def interrupt_during_copy(vmx: Path, host: Any, name: str,
 def convert(guest: Any, host: Any, name: str, sig: signal.Signals) -> dict[str, Any]:
     disks = [guest.vmdk_sparse, guest.vmdk_stream]
     before = {str(p): sha256(p) for p in disks}
-    remove(host, name)
+    remove_converted(host, name)
     interrupted_rc, pid = interrupt_during_copy(guest.vmx, host, name, sig)
     after_interrupt = leftovers(host, name, pid)
     rc, doc, err = vmshift_json("convert", "vm", "--vmx", str(guest.vmx), "--output",
@@ -143,7 +129,7 @@ def base(vmware_guest, two_hosts) -> Any:  # type: ignore[no-untyped-def]
     host = two_hosts.hosts[0]
     result = convert(vmware_guest, host, "v2v-base", signal.SIGINT)
     yield result
-    remove(host, "v2v-base")
+    remove_converted(host, "v2v-base")
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +137,7 @@ def novirtio(vmware_guest_novirtio, two_hosts) -> Any:  # type: ignore[no-untype
     host = two_hosts.hosts[0]
     result = convert(vmware_guest_novirtio, host, "v2v-novirtio", signal.SIGTERM)
     yield result
-    remove(host, "v2v-novirtio")
+    remove_converted(host, "v2v-novirtio")
 
 
 def _ok(result: dict[str, Any]) -> dict[str, Any]:

@@ -26,7 +26,16 @@ import lxml.html
 import pytest
 
 from tests.cli_support import chromium
-from tests.migrate_support import Run, daemon_logs, finish, start, vmshift
+from tests.migrate_support import (
+    Run,
+    daemon_logs,
+    finish,
+    peak_overlap,
+    remove_converted,
+    start,
+    state_on,
+    vmshift,
+)
 from vmshift.libvirtconn import connect
 from vmshift.migrate import xmlmap
 from vmshift.testbed.hosts import TestBed, TestHost
@@ -84,43 +93,6 @@ def state_rows(db: Path) -> dict[str, dict[str, Any]]:
         return {}
     finally:
         c.close()
-
-
-def overlap(spans: list[tuple[str, str]]) -> int:
-    """The most [started, ended] intervals open at once (ISO times sort as text)."""
-    edges = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans],
-                   key=lambda x: (x[0], x[1]))
-    peak = now = 0
-    for _, step in edges:
-        now += step
-        peak = max(peak, now)
-    return peak
-
-
-def on(host: TestHost, name: str) -> tuple[bool, bool] | None:
-    conn = host.connect()
-    try:
-        dom = conn.lookupByName(name)
-        return bool(dom.isActive()), bool(dom.isPersistent())
-    except libvirt.libvirtError:
-        return None
-    finally:
-        conn.close()
-
-
-def remove_converted(host: TestHost, name: str) -> None:
-    conn = host.connect()
-    try:
-        from vmshift.convert.vm.output import remove_domain
-
-        remove_domain(conn, name)
-        pool = conn.storagePoolLookupByName(host.private_pool)
-        pool.refresh(0)
-        for vol in pool.listVolumes():
-            if vol.startswith(name):
-                pool.storageVolLookupByName(vol).delete(0)
-    finally:
-        conn.close()
 
 
 @dataclass
@@ -205,9 +177,9 @@ def test_every_row_ends_where_the_plan_says(wave_run: WaveRun) -> None:
     assert doc is not None and doc["kind"] == "plan_run" and doc["outcome"] == "ok"
     assert doc["counts"]["succeeded"] == 5 and doc["not_done"] == []
     for key in ("live1", "live2"):
-        assert on(a, g[key].name) is None and on(b, g[key].name) == (True, True)
+        assert state_on(a, g[key].name) is None and state_on(b, g[key].name) == (True, True)
         assert "PONG" in g[key].console("ping", 60, host=b)
-    assert on(a, g["off1"].name) is None and on(b, g["off1"].name) == (False, True)
+    assert state_on(a, g["off1"].name) is None and state_on(b, g["off1"].name) == (False, True)
     conn = b.connect()
     try:
         dom = conn.lookupByName(g["st1"].name)
@@ -216,7 +188,7 @@ def test_every_row_ends_where_the_plan_says(wave_run: WaveRun) -> None:
     finally:
         conn.close()
     assert pool == bed.shared_pool and dom.isActive()
-    assert on(b, wave_run.v2v) == (False, True)
+    assert state_on(b, wave_run.v2v) == (False, True)
 
 
 def test_waves_ran_in_order_within_the_limits(wave_run: WaveRun) -> None:
@@ -230,7 +202,7 @@ def test_waves_ran_in_order_within_the_limits(wave_run: WaveRun) -> None:
     assert doc is not None and 2 <= doc["peak_parallel"] <= 3
     # --max-per-source 2: hosta's three rows never ran three at once
     hosta = [times[vm] for vm, r in rows.items() if r["source"] == wave_run.bed.hosta.uri]
-    assert len(hosta) == 3 and overlap(hosta) == 2
+    assert len(hosta) == 3 and peak_overlap(hosta) == 2
 
 
 def test_each_row_ran_once_and_its_metrics_are_recorded(wave_run: WaveRun) -> None:
@@ -306,7 +278,7 @@ def test_a_runner_killed_mid_wave_resumes_without_moving_anything_twice(
         assert {r["state"] for r in rows.values()} == {"succeeded"}
         assert [rows[g.name]["attempts"] for g in guests] == [1, 1, 1]
         for g in guests:
-            assert on(a, g.name) is None and on(b, g.name) == (True, True)
+            assert state_on(a, g.name) is None and state_on(b, g.name) == (True, True)
             assert events.migrated_in("hostb", g.name) == 1
         assert "PONG" in guests[1].console("ping", 60, host=b)
     finally:

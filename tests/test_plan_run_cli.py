@@ -233,3 +233,54 @@ def test_ctrl_c_while_waiting_for_a_window_starts_nothing(tmp_path: Path, host: 
     # the runner released the state: another runner may take it
     again = vmshift("plan", "status", str(plan), "--json")
     assert again.rc == 0 and again.doc()["runner"] is None
+
+
+# --- reconcile: rows a dead runner left running ----------------------------------
+
+def leave_running(plan: Path, vm: str, handle: str | None) -> None:
+    """What a runner killed right after starting VM leaves: the row running,
+    with (or, killed a moment earlier, without) its handle."""
+    from vmshift.plan import state as runstate
+    from vmshift.plan.validate import load_plan
+
+    loaded = load_plan(plan)
+    with runstate.RunState.create_or_resume(runstate.default_state_path(plan), loaded) as run:
+        key = next(runstate.key_of(r) for r in loaded.rows if r.vm == vm)
+        run.start(key)
+        if handle is not None:
+            run.set_handle(key, handle)
+
+
+def test_a_row_whose_command_finished_after_its_runner_died_is_judged_by_its_result(
+        tmp_path: Path, host: str) -> None:
+    plan = write(tmp_path / "plan.csv", [f"1,d1,{host},storage,,fast,,,,,,,,,"])
+    result = tmp_path / "d1.attempt-1.json"
+    result.write_text(json.dumps({"schema_version": 1, "kind": "migrate", "ok": True,
+                                  "total_time_s": 4.5, "outcome": "ok"}))
+    leave_running(plan, "d1", f"local:999999999:1:{result}")  # that process is gone
+    r = vmshift("plan", "run", str(plan), "--json")
+    assert r.rc == 0, r.err
+    doc = r.doc()
+    assert doc["started"] == [] and [x["vm"] for x in doc["reconciled"]] == ["d1"]
+    row = doc["waves"][0]["rows"][0]
+    assert row["state"] == "succeeded" and row["attempts"] == 1
+    assert row["metrics"]["seconds"] == 4.5 and row["metrics"]["type"] == "storage"
+    history = attempts(Path(f"{plan}.state.db"))["d1"]
+    assert history[0][2] == "reconciled: succeeded"
+
+
+@pytest.mark.parametrize("handle", [None, "local:999999999:1:{tmp}/none.json"])
+def test_a_row_that_left_no_result_is_checked_against_reality_then_run_again(
+        tmp_path: Path, host: str, handle: str | None) -> None:
+    """No handle (the runner died before recording it) or no result (its
+    command was killed too): libvirt says the disk is not in the pool yet, so
+    the row goes back to pending and this run starts it (attempt 2)."""
+    plan = write(tmp_path / "plan.csv", [f"1,d1,{host},storage,,fast,,,,,,,,,"])
+    leave_running(plan, "d1", handle.format(tmp=tmp_path) if handle else None)
+    r = vmshift("plan", "run", str(plan), "--json")
+    doc = r.doc()["error"]["detail"]
+    assert [x["vm"] for x in doc["reconciled"]] == ["d1"]
+    assert doc["reconciled"][0]["found"].endswith("pending: vda not in pool fast yet")
+    assert doc["started"] == ["1/d1"]
+    history = attempts(Path(f"{plan}.state.db"))["d1"]
+    assert [h[2] for h in history] == ["reconciled: pending", "failed"]

@@ -133,10 +133,9 @@ class Runner:
     def _skip_blocked(self, keys: list[Key]) -> None:
         """Rows whose depends_on waves have a row that did not succeed: skipped."""
         states = self._states()
+        unfinished = {k.wave for k, s in states.items() if s != "succeeded"}
         for key in keys:
-            row = self.rows[key]
-            bad = sorted({k.wave for k, s in states.items() if k.wave in row.depends_on
-                          and s != "succeeded"})
+            bad = sorted(unfinished & set(self.rows[key].depends_on))
             if bad and states[key] == "pending":
                 self._skip(key, f"wave {', '.join(bad)} (depends_on) did not fully succeed")
 
@@ -199,27 +198,30 @@ class Runner:
             del self.flying[key]
             self._record(key, f, outcome)
 
-    def _record(self, key: Key, f: _Flight, outcome: Outcome) -> None:
+    def _record(self, key: Key, f: _Flight, outcome: Outcome) -> str:
+        """Record how F ended; what was found, in words (for a reconciled row)."""
         metrics = {"type": f.row.type, "target": f.row.target, **outcome.metrics}
         if outcome.state == "unknown":
             found = self._reality(key)
             if found.state == "pending":
                 self.state.reconcile(key, "pending", error=found.why)
-                return
+                return f"{outcome.error}; pending: {found.why}"
             self.state.reconcile(key, found.state, error=None if found.state == "succeeded"
                                  else found.why, metrics=metrics)
+            outcome = Outcome(found.state, None if found.state == "succeeded" else found.why)
         elif f.key in self.tries:
             self.state.finish(key, outcome.state, error=outcome.error, metrics=metrics)
         else:  # a previous runner's execution
             self.state.reconcile(key, outcome.state, error=outcome.error, metrics=metrics)
         self.progress({"event": "row_ended", "wave": key.wave, "vm": key.vm,
-                       "state": outcome.state if outcome.state != "unknown" else "reconciled",
-                       "error": outcome.error})
+                       "state": outcome.state, "error": outcome.error})
         if outcome.state == "failed" and self.tries.get(key, 0) <= self.o.retries \
                 and self.interrupt.signal is None:
             self.state.retry(key)
-            self.not_before[key] = self.clock() + \
-                self.o.retry_delay * 2 ** (self.tries[key] - 1)
+            if key in self.tries:  # backoff after this run's attempts, not a dead runner's
+                self.not_before[key] = self.clock() + \
+                    self.o.retry_delay * 2 ** (self.tries[key] - 1)
+        return f"ended: {outcome.state}" + (f": {outcome.error}" if outcome.error else "")
 
     def _drain(self) -> None:
         """Wait for what still runs (interrupted: finished or aborted, as asked)."""
@@ -241,9 +243,15 @@ class Runner:
             row = self.rows[key]
             note = {"wave": key.wave, "vm": key.vm}
             if handle is not None:
-                # still running (the executions outlive their runner): wait for it
-                self.flying[key] = _Flight(key, row, handle, attempt)
-                self.summary.reconciled.append({**note, "found": "still running: waited for"})
+                flight = _Flight(key, row, handle, attempt)
+                outcome = self.executor.poll(handle)
+                if outcome is None:
+                    # still running (executions outlive their runner): wait for it
+                    self.flying[key] = flight
+                    found = "still running: waited for"
+                else:
+                    found = self._record(key, flight, outcome)
+                self.summary.reconciled.append({**note, "found": found})
                 continue
             found = self._reality(key)
             self.state.reconcile(key, found.state, error=None if found.state == "succeeded"
