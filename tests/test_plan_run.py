@@ -35,6 +35,7 @@ from tests.migrate_support import (
     start,
     state_on,
     vmshift,
+    wait_job_active,
 )
 from vmshift.libvirtconn import connect
 from vmshift.migrate import xmlmap
@@ -43,6 +44,7 @@ from vmshift.testbed.tinyguest import TinyGuest
 from vmshift.testbed.tinyguest import tiny_guest as make_tiny_guest
 
 pytestmark = pytest.mark.slow
+MiB = 1 << 20
 COLUMNS = "wave,vm,source,type,target,target_pool,network_map,bandwidth,depends_on"
 NET_MAP = "VM Network=vmshift-net"
 
@@ -307,3 +309,41 @@ def test_a_target_in_maintenance_is_refused(three_hosts: TestBed, tmp_path: Path
         assert line and "in maintenance since" in line[0] and "(patching)" in line[0]
         assert f"vmshift maintenance clear {c.uri}" in line[0]
     assert not Path(f"{plan}.state.db").exists()
+
+
+def test_a_second_ctrl_c_aborts_the_running_rows(three_hosts: TestBed, tmp_path: Path) -> None:
+    """One Ctrl-C (--on-interrupt finish): nothing new starts, the running live
+    migration goes on. A second one aborts it: the guest stays on hosta,
+    running; the row is failed, the next one never started; exit 1."""
+    a, b = three_hosts.hosta, three_hosts.hostb
+    guests = [make_tiny_guest(a, name=f"plan-int{i}-{os.getpid()}", memory_mib=256,
+                              fill_mib=128) for i in range(2)]
+    try:
+        for g in guests:
+            g.wait_ready()
+        plan = write_plan(tmp_path / "int.csv", [
+            f"1,{g.name},{a.uri},live,{b.uri},,,8M," for g in guests])
+        p = start("plan", "run", str(plan), "--max-parallel", "1", "--json")
+        try:
+            wait_job_active(a, guests[0].name, timeout=120, min_bytes=8 * MiB)
+            p.send_signal(signal.SIGINT)
+            time.sleep(3.0)
+            assert state_on(a, guests[0].name) == (True, True)
+            assert wait_job_active(a, guests[0].name, timeout=5, min_bytes=8 * MiB)
+            p.send_signal(signal.SIGINT)
+            r = finish(p, timeout=120)
+        finally:
+            if p.poll() is None:
+                p.kill()
+        assert r.rc == 1, r.err[-2000:]
+        doc = r.doc["error"]["detail"]
+        assert doc["interrupted"] is True and doc["started"] == [f"1/{guests[0].name}"]
+        rows = {x["vm"]: x for x in doc["waves"][0]["rows"]}
+        assert rows[guests[0].name]["state"] == "failed"
+        assert rows[guests[1].name]["state"] == "pending"
+        for g in guests:
+            assert state_on(a, g.name) == (True, True) and state_on(b, g.name) is None
+        assert "PONG" in guests[0].console("ping", 60, host=a)
+    finally:
+        for g in guests:
+            g.destroy()

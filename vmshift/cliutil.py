@@ -80,8 +80,9 @@ def on_interrupt_option(what: str) -> Callable[[Callable[..., Any]], Callable[..
     nothing new starts either way."""
     return click.option("--on-interrupt", type=click.Choice(["finish", "abort"]),
                         default="finish", show_default=True,
-                        help=f"Ctrl-C starts no more; running {what} finish, or are "
-                             "aborted (never after a post-copy switch).")
+                        help=f"Ctrl-C starts no more; running {what} finish (a second "
+                             "Ctrl-C aborts them), or are aborted (never after a post-copy "
+                             "switch).")
 
 
 def virtio_win_option(f: Callable[..., Any]) -> Callable[..., Any]:

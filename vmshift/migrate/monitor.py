@@ -199,9 +199,11 @@ class Interrupt:
 
     def __init__(self) -> None:
         self.signal: int | None = None
+        self.count = 0  # signals received: a second Ctrl-C escalates where "finish" was asked
 
     def __call__(self, signum: int, frame: object) -> None:
         self.signal = signum
+        self.count += 1
 
     @contextmanager
     def trapped(self) -> Iterator[Interrupt]:

@@ -186,7 +186,8 @@ class Runner:
 
     def _land(self) -> None:
         """Record every execution that has ended since the last look."""
-        if self.interrupt.signal is not None and self.o.on_interrupt == "abort":
+        if self.interrupt.signal is not None and (self.o.on_interrupt == "abort"
+                                                  or self.interrupt.count >= 2):
             for key, f in self.flying.items():
                 if key not in self.cancelled:
                     self.cancelled.add(key)

@@ -129,12 +129,15 @@ class Evacuation:
         return self.outcomes
 
     def _on_signal(self, signalled: Interrupt, running: list[_Running]) -> None:
-        if signalled.signal is None or self.stopped_by == f"signal {signalled.signal}":
+        """Ctrl-C: start no more. The running jobs are aborted with --on-interrupt
+        abort, or at a second Ctrl-C (never after a post-copy switch)."""
+        if signalled.signal is None:
             return
         self.stopped_by = f"signal {signalled.signal}"
-        if self.o.on_interrupt == "abort":
-            for r in running:  # each job's monitor aborts (never after a post-copy switch)
-                r.interrupt.signal = signalled.signal
+        if self.o.on_interrupt == "abort" or signalled.count >= 2:
+            for r in running:  # each job's monitor aborts
+                if r.interrupt.signal is None:
+                    r.interrupt.signal = signalled.signal
 
     def _prepare(self, p: Placement, out: Outcome) -> _Running:
         self._slots.sort()
