@@ -206,6 +206,23 @@ def test_destination_hostname_does_not_resolve_without_migrate_uri(two_hosts, de
     assert "network.resolve" not in f and "network.ports" not in f
 
 
+def test_a_tcg_guest_on_qemu_before_9_is_warned_of_lost_writes(two_hosts, define):
+    name = define()  # the bed's guests are TCG (domain type qemu)
+    conn = two_hosts.hosta.connect()
+    try:
+        qemu = conn.getVersion()
+    finally:
+        conn.close()
+    f = findings_of(run_check(two_hosts, name, "--migrate-uri", two_hosts.hostb.migrate_uri))
+    if qemu >= checks.TCG_DIRTY_FIXED:
+        assert "version.tcg-dirty-tracking" not in f
+        return
+    hit = f["version.tcg-dirty-tracking"]
+    assert hit["severity"] == "warning" and f"QEMU {qemu // 1000000}." in hit["message"]
+    offline = findings_of(run_check(two_hosts, name, "--mode", "offline", "--dest-pool", "x"))
+    assert "version.tcg-dirty-tracking" not in offline
+
+
 def test_migration_ports_unreachable(two_hosts, define):
     name = define()
     # an address in the bed's own subnet that no host holds: nothing answers ARP

@@ -66,6 +66,26 @@ def test_network_check_looks_for_the_mapped_kind_and_name():
     assert missing("prod=stage,eth0=network:nowhere") == []
 
 
+@pytest.mark.parametrize("virt_type, qemu, mode, fires", [
+    ("qemu", 7002000, "live", True), ("qemu", 9000000, "live", False),
+    ("kvm", 7002000, "live", False), ("qemu", 7002000, "offline", False),
+    ("qemu", 7002000, "suspended", False)])
+def test_tcg_dirty_tracking_warns_for_live_moves_of_tcg_guests_before_qemu_9(
+        virt_type: str, qemu: int, mode: str, fires: bool) -> None:
+    host = F.HostFacts("uri", "h", 9000000, qemu, 1 << 30, {}, set(), set(), set(), "x86_64")
+    domain = F.DomainFacts("x", "u", True, True, virt_type, 1 << 30, [], [], [], None, None,
+                           0, None, None)
+    facts = F.Facts(host, host, domain, F.ProbeFacts(), F.Options(mode=mode))
+    hits = list(checks.tcg_dirty_tracking(facts))
+    assert hits == ([("tcg", {"version": "7.2.0"})] if fires else [])
+
+
+def test_tcg_dirty_tracking_is_a_warning_naming_the_version() -> None:
+    check = checks.BY_ID["version.tcg-dirty-tracking"]
+    assert check.severity == checks.WARNING
+    assert "QEMU 7.2.0 (< 9.0)" in check.message.format(version="7.2.0")
+
+
 def test_map_disks_points_at_new_files_and_drops_backing_chain():
     out = xmlmap.map_disks(DOM, {"vda": "/new/a.qcow2", "vdb": "/new/b.raw"},
                            {"vda": "raw"})

@@ -22,6 +22,8 @@ BLOCKER, WARNING, INFO = "blocker", "warning", "info"
 CLOCK_SKEW_WARN_S = 2.0
 CLOCK_SKEW_BLOCK_S = 60.0
 SAFE_CACHE = {None, "none", "directsync"}
+# QEMU 9.0 fixed TCG's dirty tracking during migration (commit 03bfc2188f).
+TCG_DIRTY_FIXED = 9_000_000
 
 Hit = tuple[str, dict[str, Any]] | tuple[str, dict[str, Any], str]  # (subject, fields[, sev])
 Evaluator = Callable[[Facts], Iterator[Hit]]
@@ -105,6 +107,15 @@ def version_mismatch(f: Facts) -> Iterator[Hit]:
         elif b > a:
             yield what, {"what": what, "src": _ver(a), "dst": _ver(b),
                          "how": "newer (fine: older -> newer)"}, INFO
+
+
+def tcg_dirty_tracking(f: Facts) -> Iterator[Hit]:
+    # Before 9.0, after each dirty-bitmap sync TCG kept cached translations
+    # that write without marking the page: those writes never reach the
+    # destination (docs/benchmarks.md#migrate). KVM tracks pages in the kernel.
+    if f.options.mode == "live" and f.domain.virt_type == "qemu" \
+            and f.source.hv_version < TCG_DIRTY_FIXED:
+        yield "tcg", {"version": _ver(f.source.hv_version)}
 
 
 def cache_unsafe(f: Facts) -> Iterator[Hit]:
@@ -223,6 +234,11 @@ CHECKS: tuple[Check, ...] = (
     Check("cpu.compatible", "cpu", BLOCKER, "CPU: {detail}", cpu_incompatible),
     Check("version.order", "version", WARNING,
           "{what} on the destination is {dst}, source {src}: {how}", version_mismatch),
+    Check("version.tcg-dirty-tracking", "version", WARNING,
+          "the domain runs under TCG on QEMU {version} (< 9.0): writes right after each "
+          "dirty-bitmap sync can go unrecorded, so a long pre-copy or a late post-copy switch "
+          "may corrupt the guest's memory; keep the move short (--policy adaptive, or "
+          "--postcopy switched early), use KVM, or QEMU 9.0+", tcg_dirty_tracking),
     Check("devices.passthrough", "devices", BLOCKER,
           "{device} is host passthrough (hostdev/SR-IOV/mdev): it cannot move live",
           passthrough),
