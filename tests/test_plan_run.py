@@ -17,6 +17,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -242,19 +243,32 @@ def test_the_report_of_the_run_draws_each_vm_and_shows_live_downtimes(
     assert {b.get("data-state") for b in bars} == {"succeeded"}
 
 
+@contextmanager
+def live_rows(bed: TestBed, directory: Path, prefix: str, n: int, memory_mib: int,
+              bandwidth: str) -> Iterator[tuple[list[TinyGuest], Path]]:
+    """N running guests on hosta (half their memory filled) and a plan moving
+    each live to hostb at BANDWIDTH, one row each in wave 1; destroyed after."""
+    a, b = bed.hosta, bed.hostb
+    guests = [make_tiny_guest(a, name=f"plan-{prefix}{i}-{os.getpid()}",
+                              memory_mib=memory_mib, fill_mib=memory_mib // 2)
+              for i in range(n)]
+    try:
+        for g in guests:
+            g.wait_ready()
+        yield guests, write_plan(directory / f"{prefix}.csv", [
+            f"1,{g.name},{a.uri},live,{b.uri},,,{bandwidth}," for g in guests])
+    finally:
+        for g in guests:
+            g.destroy()
+
+
 def test_a_runner_killed_mid_wave_resumes_without_moving_anything_twice(
         three_hosts: TestBed, events: Events, tmp_path: Path) -> None:
     """SIGKILL the runner while its second row migrates. The migration goes on
     (rows run in processes of their own); the next runner waits for it, records
     it, and runs the third row. Each guest arrives on hostb exactly once."""
     a, b = three_hosts.hosta, three_hosts.hostb
-    guests = [make_tiny_guest(a, name=f"plan-kill{i}-{os.getpid()}", memory_mib=192,
-                              fill_mib=96) for i in range(3)]
-    try:
-        for g in guests:
-            g.wait_ready()
-        plan = write_plan(tmp_path / "kill.csv", [
-            f"1,{g.name},{a.uri},live,{b.uri},,,24M," for g in guests])
+    with live_rows(three_hosts, tmp_path, "kill", 3, 192, "24M") as (guests, plan):
         state = Path(f"{plan}.state.db")
         args = ["plan", "run", str(plan), "--max-parallel", "1", "--json"]
         first = start(*args)
@@ -283,9 +297,6 @@ def test_a_runner_killed_mid_wave_resumes_without_moving_anything_twice(
             assert state_on(a, g.name) is None and state_on(b, g.name) == (True, True)
             assert events.migrated_in("hostb", g.name) == 1
         assert "PONG" in guests[1].console("ping", 60, host=b)
-    finally:
-        for g in guests:
-            g.destroy()
 
 
 def test_a_target_in_maintenance_is_refused(three_hosts: TestBed, tmp_path: Path,
@@ -316,13 +327,7 @@ def test_a_second_ctrl_c_aborts_the_running_rows(three_hosts: TestBed, tmp_path:
     migration goes on. A second one aborts it: the guest stays on hosta,
     running; the row is failed, the next one never started; exit 1."""
     a, b = three_hosts.hosta, three_hosts.hostb
-    guests = [make_tiny_guest(a, name=f"plan-int{i}-{os.getpid()}", memory_mib=256,
-                              fill_mib=128) for i in range(2)]
-    try:
-        for g in guests:
-            g.wait_ready()
-        plan = write_plan(tmp_path / "int.csv", [
-            f"1,{g.name},{a.uri},live,{b.uri},,,8M," for g in guests])
+    with live_rows(three_hosts, tmp_path, "int", 2, 256, "8M") as (guests, plan):
         p = start("plan", "run", str(plan), "--max-parallel", "1", "--json")
         try:
             wait_job_active(a, guests[0].name, timeout=120, min_bytes=8 * MiB)
@@ -344,6 +349,3 @@ def test_a_second_ctrl_c_aborts_the_running_rows(three_hosts: TestBed, tmp_path:
         for g in guests:
             assert state_on(a, g.name) == (True, True) and state_on(b, g.name) is None
         assert "PONG" in guests[0].console("ping", 60, host=a)
-    finally:
-        for g in guests:
-            g.destroy()
