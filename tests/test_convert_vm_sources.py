@@ -24,8 +24,9 @@ import pytest
 from lxml import etree
 
 from tests.inspect_images import sha256
+from tests.migrate_support import remove_converted
 from tests.ovabuild import build_ova, tamper_manifest
-from tests.test_convert_vm import NET_MAP, PYTHON, _ok, defined_xml, remove, vmshift_json
+from tests.test_convert_vm import NET_MAP, PYTHON, _ok, defined_xml, vmshift_json
 from vmshift.testbed import vcsim
 
 SIM_MAC = "00:50:56:3f:00:01"  # the NIC vcsim.create_vm gives the simulator's VM
@@ -214,7 +215,7 @@ def vsphere_run(vcenter, vmware_guest, two_hosts, tmp_path_factory) -> Any:  # t
         vcsim.attach_disk(vcenter, vm, vmware_guest.raw, name="refguest")
         extent = vcenter.datastores["LocalDS_0"] / vm / "refguest-flat.vmdk"
         before = sha256(extent)
-        remove(host, name)
+        remove_converted(host, name)
         rc, doc, err = convert_with(
             {"VMSHIFT_VSPHERE_PASSWORD": vcenter.password, "VMSHIFT_CACHE": str(cache)},
             *vsphere_args(vcenter, vm), "--output", "libvirt", "--connect", host.uri,
@@ -224,7 +225,7 @@ def vsphere_run(vcenter, vmware_guest, two_hosts, tmp_path_factory) -> Any:  # t
                "uuid": uuid,
                "before": before, "after": sha256(extent), "cache": cache}
     finally:
-        remove(host, name)
+        remove_converted(host, name)
         vcsim.delete_vm(vcenter, vm)
 
 
