@@ -172,6 +172,11 @@ def test_a_failing_row_is_retried_with_backoff_then_its_dependants_are_skipped(
     tries = attempts(Path(f"{plan}.state.db"))["d1"]
     gaps = [stamp(b[0]) - stamp(a[1]) for a, b in zip(tries, tries[1:], strict=False)]
     assert gaps[0] >= 0.5 and gaps[1] >= 1.0, gaps  # 0.5 s, then 0.5 x 2
+    events = [json.loads(x) for x in r.err.splitlines() if x.startswith("{")]
+    ended = [e for e in events if e["event"] == "row_ended"]
+    assert [e["retry"] for e in ended if e["vm"] == "d1"] == [True, True, False]
+    done = [e["done"] for e in events if e["event"] == "progress"]
+    assert done and max(done) == 2  # the bar counts rows, not attempts
     log = Path(rows["d1"]["log"]).read_text()
     assert log.count("--- attempt ") == 3 and "migrate storage d1" in log
     assert "vmshift: error: " in log

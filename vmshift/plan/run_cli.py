@@ -104,7 +104,7 @@ def _execute(loaded: Any, state: Any, wave: str | None, argv: dict[int, list[str
 
         def progress(event: dict[str, Any]) -> None:
             name = event.pop("event")
-            if name != "row_started":
+            if name != "row_started" and not event.get("retry"):  # the row is done with
                 ended["n"] += 1
                 bar.update_to(ended["n"])
             bar.say(name, _line(name, event), **event)
@@ -120,7 +120,8 @@ def _line(name: str, e: dict[str, Any]) -> str:
         return f"{what}: started ({e['type']}, attempt {e['attempt']})"
     if name == "row_skipped":
         return f"{what}: skipped: {e['why']}"
-    return f"{what}: {e['state']}" + (f": {e['error']}" if e.get("error") else "")
+    again = " (will be retried)" if e.get("retry") else ""
+    return f"{what}: {e['state']}{again}" + (f": {e['error']}" if e.get("error") else "")
 
 
 class Maintenance:

@@ -214,10 +214,11 @@ class Runner:
             self.state.finish(key, outcome.state, error=outcome.error, metrics=metrics)
         else:  # a previous runner's execution
             self.state.reconcile(key, outcome.state, error=outcome.error, metrics=metrics)
+        retry = outcome.state == "failed" and self.tries.get(key, 0) <= self.o.retries \
+            and self.interrupt.signal is None
         self.progress({"event": "row_ended", "wave": key.wave, "vm": key.vm,
-                       "state": outcome.state, "error": outcome.error})
-        if outcome.state == "failed" and self.tries.get(key, 0) <= self.o.retries \
-                and self.interrupt.signal is None:
+                       "state": outcome.state, "error": outcome.error, "retry": retry})
+        if retry:
             self.state.retry(key)
             if key in self.tries:  # backoff after this run's attempts, not a dead runner's
                 self.not_before[key] = self.clock() + \
