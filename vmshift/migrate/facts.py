@@ -157,7 +157,8 @@ def _dest_has_path(dest: libvirt.virConnect, path: str) -> bool:
         return False
 
 
-def _source_volume(src: libvirt.virConnect, path: str) -> tuple[str, str] | None:
+def volume_of(src: libvirt.virConnect, path: str) -> tuple[str, str] | None:
+    """(pool, volume) names of the volume at PATH on SRC, None when no pool has it."""
     try:
         vol = src.storageVolLookupByPath(path)
         return vol.storagePoolLookupByVolume().name(), vol.name()
@@ -182,7 +183,7 @@ def disk_facts(dev: Disk | CdRom | Floppy, src: libvirt.virConnect,
         path=path, cache=disk.cache if disk else None, readonly=bool(dev.readonly),
         shareable=bool(disk and disk.sharing == DiskSharing.MULTI_WRITER),
         on_dest=_dest_has_path(dest, path) if (dest is not None and path) else None,
-        pool_volume=_source_volume(src, path) if path else None)
+        pool_volume=volume_of(src, path) if path else None)
 
 
 def nic_facts(nic: Nic) -> NicFacts:

@@ -19,6 +19,7 @@ from vmshift import volumes
 from vmshift.convert import libvirt_xml as lx
 from vmshift.errors import BadInput, OperationFailed
 from vmshift.migrate import xmlmap
+from vmshift.migrate.facts import volume_of
 from vmshift.migrate.monitor import Interrupt
 from vmshift.output import Progress
 from vmshift.units import MiB
@@ -68,11 +69,8 @@ def _not_in_pool(conn: libvirt.virConnect, paths: dict[str, str], pool: str
     the whole VM; run again after a partial move, it moves what is left)."""
     out = {}
     for target, path in paths.items():
-        try:
-            here = conn.storageVolLookupByPath(path).storagePoolLookupByVolume().name()
-        except libvirt.libvirtError:
-            here = None  # in no pool: _source_volume names the problem
-        if here != pool:
+        here = volume_of(conn, path)  # in no pool: _source_volume names the problem
+        if here is None or here[0] != pool:
             out[target] = path
     if not out:
         raise BadInput(f"--dest-pool {pool}: every disk of the domain is in it already")

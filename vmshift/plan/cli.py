@@ -1,7 +1,7 @@
 """CLI for `vmshift plan`: CSV migration plans (docs/plan.md).
 
-Built: template, validate, show, import-rvtools, status, report. Not built yet:
-run (issue 17); it says so and exits 1.
+Commands: template, validate, show, import-rvtools, status and report here;
+run in vmshift.plan.run_cli.
 """
 
 from __future__ import annotations
@@ -22,16 +22,15 @@ if TYPE_CHECKING:
     from vmshift.plan.schema import PlanRow
     from vmshift.plan.validate import Plan
 
-ISSUE = 17
 T = TypeVar("T")
 
 
 @click.group()
 def plan() -> None:
-    """Migration waves from CSV plans: template, validate, show, import-rvtools, status,
-    report.
+    """Migration waves from CSV plans: template, validate, show, import-rvtools, run,
+    status, report.
 
-    One row per VM (docs/plan.md). run is not built yet.
+    One row per VM (docs/plan.md).
     """
 
 

@@ -48,7 +48,6 @@ class Outcome:
 class RowRun:
     """One attempt of one row, as the runner hands it to an executor."""
 
-    label: str  # "wave 1 vm web01" (for people)
     attempt: int
     argv: list[str]  # the vmshift arguments, after the program name
     log: Path  # the row's log: appended to, one section per attempt

@@ -90,6 +90,13 @@ def in_maintenance(conn: libvirt.virConnect) -> str | None:
         uuid = maintenance.host_uuid(conn)
     except OperationFailed:
         return None
+    return maintenance_note(uuid)
+
+
+def maintenance_note(uuid: str) -> str | None:
+    """'since T (reason)' when the host UUID is recorded in maintenance now."""
+    from vmshift.migrate.evacuate import maintenance
+
     entry = maintenance.get(uuid)  # an unreadable state file is an error, never ignored
     return None if entry is None else f"since {entry.since} ({entry.reason})"
 

@@ -19,6 +19,7 @@ import libvirt
 
 from vmshift.errors import OperationFailed
 from vmshift.libvirtconn import connect
+from vmshift.migrate.facts import volume_of
 from vmshift.migrate.xmlmap import disk_paths
 from vmshift.plan.schema import MIGRATIONS, PlanRow
 
@@ -81,7 +82,8 @@ def _storage(row: PlanRow) -> Finding:
     conn = connect(row.source.text, readonly=True)
     try:
         dom = conn.lookupByName(row.vm)
-        pools = {t: _pool_of(conn, p) for t, p in disk_paths(dom.XMLDesc(0)).items()}
+        pools = {t: (volume_of(conn, p) or (None,))[0]
+                 for t, p in disk_paths(dom.XMLDesc(0)).items()}
     except libvirt.libvirtError as exc:
         raise OperationFailed(f"{row.source.text}: {exc.get_error_message()}") from None
     finally:
@@ -90,13 +92,6 @@ def _storage(row: PlanRow) -> Finding:
     if not left:
         return Finding("succeeded", f"every disk is in pool {row.target_pool}")
     return Finding("pending", f"{', '.join(left)} not in pool {row.target_pool} yet")
-
-
-def _pool_of(conn: libvirt.virConnect, path: str) -> str | None:
-    try:
-        return conn.storageVolLookupByPath(path).storagePoolLookupByVolume().name()
-    except libvirt.libvirtError:
-        return None
 
 
 def _conversion(row: PlanRow) -> Finding:

@@ -134,6 +134,7 @@ class Maintenance:
     def __call__(self, uri: str) -> str | None:
         from vmshift.libvirtconn import connect
         from vmshift.migrate.evacuate import maintenance
+        from vmshift.plan.live import maintenance_note
 
         if uri not in self._uuids:
             try:
@@ -145,8 +146,7 @@ class Maintenance:
             except OperationFailed:
                 self._uuids[uri] = None  # no host UUID (test driver), or unreachable now
         uuid = self._uuids[uri]
-        entry = maintenance.get(uuid) if uuid else None
-        return None if entry is None else f"since {entry.since} ({entry.reason})"
+        return maintenance_note(uuid) if uuid else None
 
 
 def _refuse_unmet(state: Any, loaded: Any, wave: str) -> None:

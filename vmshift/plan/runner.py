@@ -62,10 +62,8 @@ class Summary:
 
 @dataclass
 class _Flight:
-    key: Key
     row: PlanRow
     handle: str
-    attempt: int
 
 
 class Runner:
@@ -169,7 +167,7 @@ class Runner:
         row = self.rows[key]
         attempt = self.state.start(key)
         self.tries[key] = self.tries.get(key, 0) + 1
-        run = RowRun(str(key), attempt, self.argv(row), self.logs[key],
+        run = RowRun(attempt, self.argv(row), self.logs[key],
                      self._result(key, attempt))
         try:
             handle = self.executor.submit(run)
@@ -178,7 +176,7 @@ class Runner:
             return
         self.state.set_handle(key, handle)
         self.state.step(key, " ".join(run.argv[:2]))  # "migrate live", "convert vm"
-        self.flying[key] = _Flight(key, row, handle, attempt)
+        self.flying[key] = _Flight(row, handle)
         self.summary.started.append(f"{key.wave}/{key.vm}")
         self.summary.peak_parallel = max(self.summary.peak_parallel, len(self.flying))
         self.progress({"event": "row_started", "wave": key.wave, "vm": key.vm,
@@ -210,7 +208,7 @@ class Runner:
             self.state.reconcile(key, found.state, error=None if found.state == "succeeded"
                                  else found.why, metrics=metrics)
             outcome = Outcome(found.state, None if found.state == "succeeded" else found.why)
-        elif f.key in self.tries:
+        elif key in self.tries:
             self.state.finish(key, outcome.state, error=outcome.error, metrics=metrics)
         else:  # a previous runner's execution
             self.state.reconcile(key, outcome.state, error=outcome.error, metrics=metrics)
@@ -241,11 +239,11 @@ class Runner:
     def _reconcile(self) -> None:
         """Rows a dead runner left running: waited for, judged, or checked."""
         for key in self.state.running():
-            attempt, handle = self.state.handle(key)
+            handle = self.state.handle(key)
             row = self.rows[key]
             note = {"wave": key.wave, "vm": key.vm}
             if handle is not None:
-                flight = _Flight(key, row, handle, attempt)
+                flight = _Flight(row, handle)
                 outcome = self.executor.poll(handle)
                 if outcome is None:
                     # still running (executions outlive their runner): wait for it

@@ -252,13 +252,13 @@ class RunState:
             db.execute("UPDATE attempts SET handle = ? WHERE row_id = ? AND attempt = ?",
                        (handle, row_id, attempts))
 
-    def handle(self, key: Key) -> tuple[int, str | None]:
-        """(attempt, handle) of a row's latest attempt (handle None if it has none)."""
+    def handle(self, key: Key) -> str | None:
+        """The handle of a row's latest attempt (None if it has none)."""
         found = self.db.execute(
-            "SELECT a.attempt, a.handle FROM attempts a JOIN rows r ON r.id = a.row_id AND "
+            "SELECT a.handle FROM attempts a JOIN rows r ON r.id = a.row_id AND "
             "a.attempt = r.attempts WHERE r.wave = ? AND r.vm = ? AND r.source = ?",
             (key.wave, key.vm, key.source)).fetchone()
-        return (0, None) if found is None else (found[0], found[1])
+        return None if found is None else found[0]
 
     def finish(self, key: Key, outcome: str, *, error: str | None = None,
                metrics: dict[str, Any] | None = None) -> None:
